@@ -1,0 +1,38 @@
+# The verbs a newcomer needs. `make serve` and `make test` work on a fresh clone: both
+# create the virtual environment first when it is missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+DATA_DIR ?=
+TRAIN_ARGS ?=
+
+.PHONY: install serve train test lint fmt clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+serve: install
+	PORT=$(PORT) PYTHON=$(BIN)/python bin/serve
+
+train: install
+	$(BIN)/python -m training $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --logdir runs/cnn $(TRAIN_ARGS)
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+fmt: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache runs

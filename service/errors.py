@@ -1,0 +1,147 @@
+"""One error hierarchy, and the one place that turns every error into a JSON problem."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+
+from flask import Flask, Response, g, has_request_context, jsonify
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class ServiceError(Exception):
+    """A failure with an HTTP status and a stable, machine-readable code."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = headers or {}
+
+
+class MalformedRequest(ServiceError):
+    """The request cannot be parsed: bad JSON, bad base64, missing fields."""
+
+    status, code = 400, "malformed_request"
+
+
+class InvalidParameter(ServiceError):
+    """A query or form parameter has a value outside its documented range."""
+
+    status, code = 400, "invalid_parameter"
+
+
+class CorruptImage(ServiceError):
+    """The bytes claim an allowed image format but do not decode (truncated, bad checksum)."""
+
+    status, code = 400, "corrupt_image"
+
+
+class BodyTooLarge(ServiceError):
+    """The request body is over the byte limit, or has too many parts."""
+
+    status, code = 413, "body_too_large"
+
+
+class ImageTooLarge(ServiceError):
+    """An image declares more pixels than the limit (decompression-bomb guard)."""
+
+    status, code = 413, "image_too_large"
+
+
+class BatchTooLarge(ServiceError):
+    """A request carries more images than the batch limit."""
+
+    status, code = 413, "batch_too_large"
+
+
+class UnsupportedMediaType(ServiceError):
+    """The request's Content-Type is not one /predict accepts."""
+
+    status, code = 415, "unsupported_media_type"
+
+
+class NotAnImage(ServiceError):
+    """The bytes are not an image in any format this service decodes."""
+
+    status, code = 415, "not_an_image"
+
+
+class UnsupportedImageFormat(ServiceError):
+    """The bytes are an image, in a format outside the allow-list."""
+
+    status, code = 415, "unsupported_image_format"
+
+
+class UnusableImage(ServiceError):
+    """The image decodes but cannot be classified (animated, degenerate shape, blank)."""
+
+    status, code = 422, "unusable_image"
+
+
+class InvalidPixels(ServiceError):
+    """A pixel array has the wrong shape, or values that are not numbers 0 to 255."""
+
+    status, code = 422, "invalid_pixels"
+
+
+class ModelNotFound(ServiceError):
+    """The request names a model (or version) this server does not serve."""
+
+    status, code = 404, "model_not_found"
+
+
+class ModelNotReady(ServiceError):
+    """No model version is loaded yet (or the one asked for is not served)."""
+
+    status, code = 503, "model_not_ready"
+
+
+def problem(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> Response:
+    """Build an RFC 9457 problem-details response carrying our stable `code`."""
+    body = {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "code": code,
+        "detail": detail,
+    }
+    if has_request_context():
+        g.error_code = code  # counted and logged by service.instrumentation
+    response = jsonify(body)
+    response.status_code = status
+    response.content_type = PROBLEM_JSON
+    response.headers.update(headers or {})
+    return response
+
+
+def http_error_code(error: HTTPException) -> str:
+    """Name Werkzeug's HTTP errors in the same snake_case style as ours."""
+    if error.code == 413:
+        return BodyTooLarge.code
+    return HTTPStatus(error.code or 500).phrase.lower().replace(" ", "_").replace("-", "_")
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Map ServiceError, Werkzeug HTTP errors and anything unexpected to problem JSON."""
+
+    @app.errorhandler(ServiceError)
+    def service_error(error: ServiceError) -> Response:
+        return problem(error.status, error.code, error.detail, error.headers)
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Response:
+        headers = dict(error.get_headers())
+        headers.pop("Content-Type", None)
+        return problem(error.code or 500, http_error_code(error), error.description or "", headers)
+
+    @app.errorhandler(Exception)
+    def unexpected_error(error: Exception) -> Response:
+        log.exception("unhandled error")
+        return problem(500, "internal_error", "The server failed; the error was logged.")

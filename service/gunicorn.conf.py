@@ -1,0 +1,85 @@
+"""Gunicorn settings for the service; every number can be overridden from the environment.
+
+Start it through bin/serve, which empties the metrics directory first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from prometheus_client import start_http_server
+from prometheus_client.multiprocess import mark_process_dead
+
+# Public API port; $PORT is the convention of most platforms (and `make serve`).
+bind = [f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"]
+
+# Each worker is a process with its own TensorFlow runtime and model copy; two cores here,
+# so two workers keep both busy while one waits on I/O.
+workers = int(os.environ.get("FMNIST_WORKERS", "2"))
+
+# gthread: a few threads per worker overlap request parsing with inference, and a slow
+# client ties up one thread, not a whole worker.
+worker_class = "gthread"
+threads = int(os.environ.get("FMNIST_THREADS", "4"))
+
+# Kill a worker stuck longer than this; loading TensorFlow and the model takes a few seconds.
+timeout = int(os.environ.get("FMNIST_TIMEOUT", "60"))
+
+# Let in-flight requests finish on SIGTERM before workers exit.
+graceful_timeout = int(os.environ.get("FMNIST_GRACEFUL_TIMEOUT", "30"))
+
+# Keep-alive for clients and load balancers that reuse connections.
+keepalive = 5
+
+# Off: TensorFlow's thread pools do not survive fork, so each worker imports and loads it.
+preload_app = False
+
+# Per-request lines come from the app as JSON (service/instrumentation.py), so gunicorn's
+# own access log stays off; its error log (start-up, worker deaths) goes to stderr.
+accesslog = None
+errorlog = "-"
+loglevel = os.environ.get("FMNIST_LOG_LEVEL", "info")
+
+# Bound request-line and header sizes (request smuggling and header-flood hardening).
+limit_request_line = 8190
+limit_request_fields = 100
+limit_request_field_size = 8190
+
+# Metrics have their own port, served by the master from every worker's files.
+METRICS_PORT = int(os.environ.get("FMNIST_METRICS_PORT", "9100"))
+METRICS_HOST = os.environ.get("FMNIST_METRICS_HOST", "0.0.0.0")
+
+# One JSON line per request on stdout; start-up, worker and error messages on stderr.
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "line": {"format": "%(message)s"},
+        "generic": {"format": "%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s"},
+    },
+    "handlers": {
+        "stdout": {"class": "logging.StreamHandler", "formatter": "line",
+                   "stream": "ext://sys.stdout"},
+        "stderr": {"class": "logging.StreamHandler", "formatter": "generic",
+                   "stream": "ext://sys.stderr"},
+    },
+    "root": {"level": loglevel.upper(), "handlers": ["stderr"]},
+    "loggers": {
+        "gunicorn.error": {"level": loglevel.upper(), "handlers": ["stderr"], "propagate": False},
+        "service.access": {"level": "INFO", "handlers": ["stdout"], "propagate": False},
+    },
+}
+
+
+def when_ready(server) -> None:  # noqa: ANN001 - gunicorn's Arbiter
+    """Serve /metrics from the master, merging every worker's metric files."""
+    from service.metrics import master_registry
+
+    start_http_server(METRICS_PORT, addr=METRICS_HOST, registry=master_registry())
+    server.log.info(json.dumps({"event": "metrics_listening", "port": METRICS_PORT}))
+
+
+def child_exit(server, worker) -> None:  # noqa: ANN001 - gunicorn's Arbiter and Worker
+    """Drop a dead worker's live gauges so they stop counting."""
+    mark_process_dead(worker.pid)

@@ -1,0 +1,135 @@
+"""Read the images of a /predict request, whichever of its three forms it takes."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from flask import Request
+from werkzeug.datastructures import MultiDict
+
+from service import metrics
+from service.errors import (
+    BatchTooLarge,
+    InvalidParameter,
+    MalformedRequest,
+    UnsupportedMediaType,
+)
+from service.preprocessing import Invert, decode_image, pixels_from_array, to_model_input
+from service.settings import Settings
+
+IMAGE_FIELD = "image"
+RAW_IMAGE_TYPES = frozenset(
+    {"image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp", "image/tiff"}
+)
+INVERT_VALUES = ("auto", "true", "false")
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """Caller's choices: how many top classes to list, and the polarity rule."""
+
+    top_k: int | None = None
+    invert: Invert = "auto"
+
+
+def read_options(values: MultiDict[str, str], num_classes: int) -> PredictOptions:
+    """Validate the `top_k` and `invert` parameters (query string or form fields)."""
+    top_k = values.get("top_k")
+    if top_k is not None:
+        if not top_k.isdigit() or not 1 <= int(top_k) <= num_classes:
+            raise InvalidParameter(f"top_k must be an integer from 1 to {num_classes}.")
+    invert = values.get("invert", "auto").lower()
+    if invert not in INVERT_VALUES:
+        raise InvalidParameter("invert must be auto, true or false.")
+    return PredictOptions(int(top_k) if top_k else None, invert)  # type: ignore[arg-type]
+
+
+def read_parameters(request: Request) -> MultiDict[str, str]:
+    """Merge query-string and (for multipart uploads) form parameters."""
+    merged = MultiDict(request.args)
+    if request.mimetype == "multipart/form-data":
+        merged.update(request.form)
+    return merged
+
+
+def read_images(request: Request, settings: Settings, invert: Invert) -> np.ndarray:
+    """Return the request's images as one uint8 batch (N, 28, 28), in request order."""
+    mimetype = request.mimetype
+    if mimetype == "multipart/form-data":
+        items: list[Any] = _multipart_files(request)
+    elif mimetype in RAW_IMAGE_TYPES:
+        items = [request.get_data(cache=False)]
+    elif mimetype == "application/json":
+        items = _json_instances(request.get_data(cache=False))
+    else:
+        raise UnsupportedMediaType(
+            f"Content-Type {mimetype or '(none)'} is not accepted; send multipart/form-data, "
+            f"application/json or one of {', '.join(sorted(RAW_IMAGE_TYPES))}."
+        )
+    if not items:
+        raise MalformedRequest("The request holds no image.")
+    if len(items) > settings.max_batch:
+        raise BatchTooLarge(f"{len(items)} images; the limit is {settings.max_batch} per request.")
+    return np.stack([_preprocess(item, settings, invert) for item in items])
+
+
+def _preprocess(item: bytes | list, settings: Settings, invert: Invert) -> np.ndarray:
+    """Turn image bytes or a pixel array into model input, timing it."""
+    started = time.perf_counter()
+    if isinstance(item, bytes):
+        image = decode_image(item, settings.max_pixels, settings.max_aspect_ratio)
+        pixels = to_model_input(image, invert)
+    else:
+        pixels = pixels_from_array(item)
+    metrics.PREPROCESS_LATENCY.observe(time.perf_counter() - started)
+    return pixels
+
+
+def _multipart_files(request: Request) -> list[bytes]:
+    """Read every file of the `image` field."""
+    files = request.files.getlist(IMAGE_FIELD)
+    if not files:
+        fields = sorted(set(request.files) | set(request.form))
+        raise MalformedRequest(
+            f"multipart uploads need one or more files in a field named '{IMAGE_FIELD}'"
+            + (f"; found {', '.join(fields)}." if fields else ".")
+        )
+    return [file.read() for file in files]
+
+
+def _reject_constant(name: str) -> None:
+    """Refuse NaN and Infinity, which Python's json accepts but JSON does not."""
+    raise MalformedRequest(f"{name} is not valid JSON.")
+
+
+def _json_instances(body: bytes) -> list[bytes | list]:
+    """Parse {"instances": [...]} into image bytes (b64) and pixel arrays."""
+    try:
+        document = json.loads(body, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as error:
+        raise MalformedRequest(f"The body is not valid JSON: {error}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("instances"), list):
+        raise MalformedRequest('The JSON body must be an object with an "instances" list.')
+    return [_json_instance(item, index) for index, item in enumerate(document["instances"])]
+
+
+def _json_instance(item: Any, index: int) -> bytes | list:
+    """Decode one instance: {"b64": "..."} or a nested list of pixels."""
+    if isinstance(item, dict):
+        if set(item) != {"b64"} or not isinstance(item["b64"], str):
+            raise MalformedRequest(f'instances[{index}] must be {{"b64": "<base64 image>"}}.')
+        try:
+            return base64.b64decode(item["b64"], validate=True)
+        except (binascii.Error, ValueError):
+            raise MalformedRequest(f"instances[{index}].b64 is not valid base64.") from None
+    if isinstance(item, list):
+        return item
+    raise MalformedRequest(
+        f'instances[{index}] must be {{"b64": ...}} or a 28x28 array of pixel values.'
+    )

@@ -1,0 +1,181 @@
+"""Turn uploaded bytes or pixel arrays into what the model saw: 28x28 uint8, light on black.
+
+The steps follow how Fashion-MNIST itself was made from catalogue photos (Xiao, Rasul and
+Vollgraf 2017, arXiv:1708.07747): trim edges close to the corner colour, resize the longest
+edge to 28, sharpen, centre on a 28x28 canvas, negate, convert to 8-bit grayscale.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image, ImageFile, ImageFilter, ImageOps, UnidentifiedImageError
+
+from service.errors import (
+    CorruptImage,
+    ImageTooLarge,
+    InvalidPixels,
+    NotAnImage,
+    UnsupportedImageFormat,
+    UnusableImage,
+)
+
+SIZE = 28
+ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
+TRIM_TOLERANCE = round(0.05 * 255)  # the paper's "within 5% of the maximum intensity"
+LIGHT_BACKGROUND = 128  # border median at or above this means a light background
+SHARPEN = ImageFilter.UnsharpMask(
+    radius=2, percent=50, threshold=0
+)  # the paper's sigma-1 sharpening
+
+Invert = Literal["auto", "true", "false"]
+
+# Truncated files must fail loudly rather than decode as half-grey images.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+def decode_image(data: bytes, max_pixels: int, max_aspect_ratio: float) -> Image.Image:
+    """Decode an allow-listed, single-frame image whose size is checked before pixels are read."""
+    if not data:
+        raise NotAnImage("The image is empty.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+    except UnidentifiedImageError:
+        raise _unidentified(data) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageTooLarge(f"The image has more than {max_pixels} pixels.") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise CorruptImage(f"The image cannot be decoded: {error}") from None
+    _check_geometry(image, max_pixels, max_aspect_ratio)
+    try:
+        if getattr(image, "n_frames", 1) > 1:
+            raise UnusableImage("Animated images are not classified; send a single frame.")
+        image.load()
+        return ImageOps.exif_transpose(image)
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as error:
+        raise CorruptImage(f"The {image.format} image cannot be decoded: {error}") from None
+
+
+def _check_geometry(image: Image.Image, max_pixels: int, max_aspect_ratio: float) -> None:
+    """Refuse images too large to decode safely, empty, or too thin to classify."""
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageTooLarge(f"The image is {width}x{height}; the limit is {max_pixels} pixels.")
+    if width < 1 or height < 1:
+        raise UnusableImage(f"The image is {width}x{height}.")
+    if max(width, height) / min(width, height) > max_aspect_ratio:
+        raise UnusableImage(
+            f"The image is {width}x{height}; sides may differ by a factor of {max_aspect_ratio:g}."
+        )
+
+
+def _unidentified(data: bytes) -> Exception:
+    """Tell an image in a refused format apart from bytes that are no image at all."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            found = Image.open(io.BytesIO(data)).format
+    except Exception:  # noqa: BLE001 - any failure here means "not an image we know"
+        return NotAnImage("The body is not an image.")
+    allowed = ", ".join(ALLOWED_FORMATS)
+    return UnsupportedImageFormat(f"{found} images are not accepted; send one of {allowed}.")
+
+
+def to_grayscale(image: Image.Image) -> np.ndarray:
+    """Flatten transparency onto white and convert any mode to 8-bit grayscale, (H, W) uint8."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        return _scale_high_depth(np.asarray(image))
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image.convert("RGBA"))
+    return np.asarray(image.convert("L"), dtype=np.uint8)
+
+
+def _scale_high_depth(pixels: np.ndarray) -> np.ndarray:
+    """Map 16-bit (or float) intensities onto 0 to 255 instead of clipping them."""
+    pixels = pixels.astype(np.float64)
+    top = 65535.0 if pixels.max(initial=0) > 255 else 255.0
+    return np.clip(np.rint(pixels * 255.0 / top), 0, 255).astype(np.uint8)
+
+
+def has_light_background(gray: np.ndarray) -> bool:
+    """Judge polarity by the median of the outermost ring of pixels."""
+    ring = np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
+    return float(np.median(ring)) >= LIGHT_BACKGROUND
+
+
+def should_invert(gray: np.ndarray, invert: Invert) -> bool:
+    """Negate when asked to, or, for "auto", when the background is light."""
+    return invert == "true" or (invert == "auto" and has_light_background(gray))
+
+
+def trim(gray: np.ndarray) -> np.ndarray:
+    """Cut the rows and columns at the edges that stay close to the corner colour."""
+    corner = float(np.median(gray[[0, 0, -1, -1], [0, -1, 0, -1]]))
+    content = np.abs(gray.astype(np.int16) - corner) > TRIM_TOLERANCE
+    rows = np.flatnonzero(content.any(axis=1))
+    columns = np.flatnonzero(content.any(axis=0))
+    if rows.size == 0:
+        raise UnusableImage("The image is blank: nothing stands out from its background.")
+    return gray[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1]
+
+
+def fit_to_canvas(gray: np.ndarray) -> np.ndarray:
+    """Resize the longest edge to 28, sharpen, and centre on a black 28x28 canvas."""
+    height, width = gray.shape
+    scale = SIZE / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    resized = Image.fromarray(gray).resize(size, Image.Resampling.LANCZOS).filter(SHARPEN)
+    canvas = Image.new("L", (SIZE, SIZE), 0)
+    canvas.paste(resized, ((SIZE - size[0]) // 2, (SIZE - size[1]) // 2))
+    return np.asarray(canvas, dtype=np.uint8)
+
+
+def to_model_input(image: Image.Image, invert: Invert = "auto") -> np.ndarray:
+    """Preprocess a decoded image to (28, 28) uint8; a 28x28 dark-background image passes as is."""
+    gray = to_grayscale(image)
+    if should_invert(gray, invert):
+        gray = 255 - gray
+    if gray.shape == (SIZE, SIZE):
+        return gray
+    return fit_to_canvas(_black_background(trim(gray)))
+
+
+def _black_background(gray: np.ndarray) -> np.ndarray:
+    """Stretch intensities so the (dark) corner colour becomes 0, as in Fashion-MNIST."""
+    level = int(np.median(gray[[0, 0, -1, -1], [0, -1, 0, -1]]))
+    if level == 0 or level >= 255:
+        return gray
+    stretched = (gray.astype(np.float32) - level) * (255.0 / (255 - level))
+    return np.clip(np.rint(stretched), 0, 255).astype(np.uint8)
+
+
+def pixels_from_array(instance: Any) -> np.ndarray:
+    """Validate a 28x28 (or 28x28x1) nested list of numbers 0 to 255; return uint8 pixels."""
+    try:
+        pixels = np.asarray(instance, dtype=np.float64)
+    except (ValueError, TypeError):
+        raise InvalidPixels("Pixel arrays must be 28 rows of 28 numbers.") from None
+    if pixels.shape == (SIZE, SIZE, 1):
+        pixels = pixels[..., 0]
+    if pixels.shape != (SIZE, SIZE):
+        raise InvalidPixels(f"Pixel arrays must be 28x28; got shape {list(pixels.shape)}.")
+    if not _only_numbers(instance) or not np.isfinite(pixels).all():
+        raise InvalidPixels("Pixel values must be finite numbers.")
+    if pixels.min() < 0 or pixels.max() > 255:
+        raise InvalidPixels("Pixel values must lie between 0 and 255.")
+    return np.rint(pixels).astype(np.uint8)
+
+
+def _only_numbers(instance: Any) -> bool:
+    """Tell whether every leaf is a JSON number; NumPy would quietly take true or "7" too."""
+    if isinstance(instance, list):
+        return all(_only_numbers(item) for item in instance)
+    return isinstance(instance, int | float) and not isinstance(instance, bool)

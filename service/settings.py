@@ -1,0 +1,59 @@
+"""One settings object, read from FMNIST_* environment variables."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "FMNIST_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Service settings; each field is read from FMNIST_<FIELD NAME IN CAPITALS>."""
+
+    model_dir: Path = Path("models/fashion_mnist")
+    """Folder holding one integer-named SavedModel folder per model version."""
+    model_name: str = "fashion_mnist"
+    """Name the model is served under, in responses and routes."""
+    max_body_bytes: int = 10 * 1024 * 1024
+    """Largest request body accepted (413 above it)."""
+    max_pixels: int = 25_000_000
+    """Largest image, in pixels, decoded (413 above it: decompression-bomb guard)."""
+    max_batch: int = 64
+    """Most images in one request (413 above it)."""
+    max_aspect_ratio: float = 20.0
+    """Longest over shortest side above which an image is refused (422)."""
+    tf_threads: int = 1
+    """TensorFlow intra-op and inter-op threads per worker (see docs/benchmarks.md)."""
+    warmup: bool = True
+    """Run one inference after loading, so the first request pays no graph tracing."""
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from defaults, then the environment, then explicit overrides."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for spec in dataclasses.fields(cls):
+            raw = environ.get(ENV_PREFIX + spec.name.upper())
+            if raw is not None:
+                values[spec.name] = _parse(raw, spec.default, spec.name)
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown settings: {sorted(unknown)}")
+        return cls(**{**values, **overrides})
+
+
+def _parse(raw: str, default: Any, name: str) -> Any:
+    """Convert an environment string to the type of the setting's default."""
+    try:
+        if isinstance(default, bool):
+            if raw.lower() not in {"1", "0", "true", "false", "yes", "no"}:
+                raise ValueError(raw)
+            return raw.lower() in {"1", "true", "yes"}
+        return type(default)(raw)
+    except ValueError:
+        raise ValueError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid value") from None

@@ -1,0 +1,84 @@
+"""A real gunicorn server started by bin/serve, real HTTP, real image files."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+import requests
+
+from tests.images import catalogue_photo, encode, garment
+
+pytestmark = pytest.mark.slow
+
+
+def test_readiness_health_and_metadata(live_server):
+    assert requests.get(live_server.url + "/healthz", timeout=5).json() == {"status": "alive"}
+    assert requests.get(live_server.url + "/readyz", timeout=5).json()["status"] == "ready"
+    body = requests.get(live_server.url + "/v1/models/fashion_mnist", timeout=5).json()
+    assert body["model_version_status"][0]["state"] == "AVAILABLE"
+
+
+@pytest.mark.parametrize(
+    ("fmt", "content_type", "options"),
+    [
+        ("PNG", "image/png", {}),
+        ("JPEG", "image/jpeg", {"quality": 92}),
+        ("WEBP", "image/webp", {"quality": 90}),
+    ],
+)
+def test_multipart_and_raw_uploads_of_real_files(live_server, tmp_path, fmt, content_type, options):
+    path = tmp_path / f"photo.{fmt.lower()}"
+    path.write_bytes(encode(catalogue_photo(garment(2)), fmt, **options))
+    with path.open("rb") as file:
+        response = requests.post(
+            live_server.url + "/predict",
+            files=[("image", (path.name, file, content_type))],
+            timeout=30,
+        )
+    assert response.status_code == 200, response.text
+    assert len(response.json()["predictions"]) == 1
+    raw = requests.post(
+        live_server.url + "/predict",
+        data=path.read_bytes(),
+        headers={"Content-Type": content_type},
+        timeout=30,
+    )
+    assert raw.json()["predictions"] == response.json()["predictions"]
+
+
+def test_json_instances_and_batch(live_server):
+    pixels = [garment(label) for label in range(4)]
+    instances = [p.tolist() for p in pixels[:2]]
+    instances += [{"b64": base64.b64encode(encode(p)).decode()} for p in pixels[2:]]
+    response = requests.post(
+        live_server.url + "/predict", json={"instances": instances}, timeout=30
+    )
+    assert response.status_code == 200
+    assert len(response.json()["predictions"]) == 4
+
+
+@pytest.mark.parametrize(
+    ("data", "headers", "status", "code"),
+    [
+        (b"not an image", {"Content-Type": "image/png"}, 415, "not_an_image"),
+        (b"{}", {"Content-Type": "application/json"}, 400, "malformed_request"),
+        (b"x", {"Content-Type": "application/octet-stream"}, 415, "unsupported_media_type"),
+    ],
+)
+def test_errors_over_http_are_problem_json(live_server, data, headers, status, code):
+    response = requests.post(live_server.url + "/predict", data=data, headers=headers, timeout=10)
+    assert response.status_code == status
+    assert response.headers["Content-Type"] == "application/problem+json"
+    assert response.json()["code"] == code
+
+
+def test_one_access_log_line_per_request(live_server):
+    marker = "e2e-log-marker-7"
+    requests.get(live_server.url + "/healthz", headers={"X-Request-ID": marker}, timeout=5)
+    lines = [line for line in live_server.logs().splitlines() if marker in line]
+    assert len(lines) == 1
+    entry = json.loads(lines[0])
+    assert entry["status"] == 200 and entry["path"] == "/healthz"
+    assert "Traceback" not in live_server.logs()

@@ -1,0 +1,160 @@
+"""Decoding and preprocessing as pure functions, without a server."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from service import errors
+from service.preprocessing import (
+    decode_image,
+    has_light_background,
+    pixels_from_array,
+    to_grayscale,
+    to_model_input,
+)
+from tests.images import catalogue_photo, encode, garment
+
+LIMITS = {"max_pixels": 25_000_000, "max_aspect_ratio": 20.0}
+
+
+def decode(data: bytes) -> Image.Image:
+    """Decode with the default limits."""
+    return decode_image(data, **LIMITS)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "BMP", "TIFF", "GIF", "WEBP"])
+def test_a_fashion_mnist_style_image_reaches_the_model_bit_for_bit(fmt):
+    pixels = garment()
+    options = {"lossless": True} if fmt == "WEBP" else {}
+    assert np.array_equal(to_model_input(decode(encode(pixels, fmt, **options))), pixels)
+
+
+def test_forced_polarity_overrides_detection():
+    pixels = garment()
+    image = Image.fromarray(pixels)
+    assert np.array_equal(to_model_input(image, "true"), 255 - pixels)
+    assert np.array_equal(to_model_input(Image.fromarray(255 - pixels), "auto"), pixels)
+    assert np.array_equal(to_model_input(Image.fromarray(255 - pixels), "false"), 255 - pixels)
+
+
+def test_a_catalogue_photo_becomes_a_centred_light_on_black_28x28():
+    pixels = np.zeros((28, 28), np.uint8)
+    pixels[4:24, 9:19] = 200  # a tall garment, off-square
+    photo = catalogue_photo(pixels, scale=10, pad=(120, 30))
+    result = to_model_input(decode(encode(photo, "JPEG", quality=90)))
+    assert result.shape == (28, 28) and result.dtype == np.uint8
+    assert result[:, :4].max() < 40 and result[:, -4:].max() < 40  # black side margins
+    rows = np.flatnonzero(result.max(axis=1) > 100)
+    assert rows[0] <= 1 and rows[-1] >= 26  # the longest edge fills the canvas
+    columns = np.flatnonzero(result.max(axis=0) > 100)
+    assert abs((columns[0] + columns[-1]) / 2 - 13.5) <= 1.5  # centred
+
+
+def test_exif_orientation_is_honoured():
+    pixels = np.full((20, 60), 255, np.uint8)
+    pixels[5:15, 5:30] = 0  # dark bar on the left half
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated: display needs a 90-degree clockwise turn
+    data = encode(Image.fromarray(pixels).convert("RGB"), "JPEG", exif=exif.tobytes())
+    image = decode(data)
+    assert image.size == (20, 60)
+
+
+def test_transparency_is_flattened_onto_white():
+    rgba = Image.new("RGBA", (60, 60), (0, 0, 0, 0))  # transparent black background
+    rgba.paste((30, 30, 30, 255), (20, 10, 40, 50))  # opaque dark garment
+    gray = to_grayscale(decode(encode(rgba)))
+    assert gray[0, 0] == 255 and gray[30, 30] == 30
+    assert has_light_background(gray)
+
+
+@pytest.mark.parametrize("mode", ["LA", "P", "CMYK", "I;16", "RGB", "L", "1"])
+def test_every_common_mode_converts_to_8_bit_grayscale(mode):
+    base = Image.new("L", (40, 40), 255)
+    base.paste(0, (10, 10, 30, 30))
+    if mode == "I;16":
+        image = Image.fromarray(np.asarray(base, np.uint16) * 257)
+        assert image.mode == "I;16"
+    else:
+        image = base.convert(mode)
+    fmt = "JPEG" if mode == "CMYK" else "TIFF" if mode == "I;16" else "PNG"
+    gray = to_grayscale(decode(encode(image, fmt)))
+    assert gray.dtype == np.uint8 and gray.shape == (40, 40)
+    assert gray[0, 0] > 240 and gray[20, 20] < 15
+
+
+def test_palette_with_transparency_uses_white_behind_transparent_pixels():
+    image = Image.new("P", (30, 30), 0)
+    image.putpalette([0, 0, 0, 50, 50, 50] + [0] * 762)
+    image.paste(1, (10, 10, 20, 20))
+    image.info["transparency"] = 0
+    gray = to_grayscale(decode(encode(image, "PNG", transparency=0)))
+    assert gray[0, 0] == 255 and gray[15, 15] == 50
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (b"", errors.NotAnImage),
+        (b"hello world, not an image", errors.NotAnImage),
+        (b"<svg xmlns='http://www.w3.org/2000/svg'></svg>", errors.NotAnImage),
+        (encode(garment())[:60], errors.CorruptImage),
+        (encode(Image.new("RGB", (1000, 10))), errors.UnusableImage),
+        (encode(Image.new("L", (30, 30), 255)), errors.UnusableImage),
+    ],
+)
+def test_bad_bytes_raise_the_documented_errors(data, error):
+    with pytest.raises(error):
+        to_model_input(decode(data))
+
+
+def test_pixel_limit_is_enforced_before_decoding():
+    big = encode(Image.new("L", (6000, 5000)))
+    with pytest.raises(errors.ImageTooLarge):
+        decode_image(big, max_pixels=1_000_000, max_aspect_ratio=20)
+
+
+@pytest.mark.parametrize("fmt", ["PPM", "TGA", "ICO", "PCX", "SGI", "EPS"])
+def test_refused_formats_are_named(fmt):
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 40)).save(buffer, fmt)
+    with pytest.raises(errors.UnsupportedImageFormat, match=fmt):
+        decode(buffer.getvalue())
+
+
+def test_animated_images_are_refused():
+    frames = [Image.new("L", (30, 30), value) for value in (0, 255)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:])
+    with pytest.raises(errors.UnusableImage, match="Animated"):
+        decode(buffer.getvalue())
+
+
+@pytest.mark.parametrize(
+    "instance",
+    [
+        [[0] * 28] * 27,
+        [[0] * 27] * 28,
+        [[0] * 28] * 27 + [[0] * 27],
+        [[256] * 28] * 28,
+        [[-1] * 28] * 28,
+        [[True] * 28] * 28,
+        [["1"] * 28] * 28,
+        [[None] * 28] * 28,
+        [[[0, 0]] * 28] * 28,
+        "pixels",
+    ],
+)
+def test_bad_pixel_arrays_are_refused(instance):
+    with pytest.raises(errors.InvalidPixels):
+        pixels_from_array(instance)
+
+
+def test_pixel_arrays_round_to_uint8_and_accept_a_channel_axis():
+    pixels = garment()
+    assert np.array_equal(pixels_from_array(pixels.tolist()), pixels)
+    assert np.array_equal(pixels_from_array(pixels[..., None].astype(float).tolist()), pixels)

@@ -1,0 +1,51 @@
+"""The committed model: its interface, and (with FASHION_MNIST_DIR) its test accuracy."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from service.model import list_versions, load_version
+from tests.conftest import SHIPPED_MODEL_DIR, dataset_dir
+from training.data import load_split
+
+MAX_VERSION_BYTES = 10 * 1024 * 1024
+
+
+def shipped():
+    """Load the newest shipped version."""
+    return load_version(SHIPPED_MODEL_DIR, list_versions(SHIPPED_MODEL_DIR)[-1])
+
+
+def test_shipped_model_is_version_1_under_10_mb_with_its_documents():
+    assert list_versions(SHIPPED_MODEL_DIR)[0] == 1
+    folder = SHIPPED_MODEL_DIR / "1"
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    assert size <= MAX_VERSION_BYTES
+    metadata = json.loads((folder / "metadata.json").read_text())
+    assert metadata["hyperparameters"]["model"] == "cnn"
+    assert metadata["metrics"]["accuracy"] >= 0.935
+    assert (folder / "README.md").is_file() and (folder / "confusion_matrix.png").is_file()
+
+
+def test_shipped_model_maps_uint8_images_to_probabilities():
+    model = shipped()
+    probabilities = model.predict(np.zeros((3, 28, 28), np.uint8))
+    assert probabilities.shape == (3, 10)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+
+
+@pytest.mark.dataset
+def test_shipped_model_accuracy_on_the_full_test_set_matches_its_metadata():
+    folder = dataset_dir()
+    test = load_split(folder / "t10k-images-idx3-ubyte.gz", folder / "t10k-labels-idx1-ubyte.gz")
+    model = shipped()
+    predicted = np.concatenate(
+        [model.predict(test.images[i : i + 1000]).argmax(axis=1) for i in range(0, 10_000, 1000)]
+    )
+    accuracy = float((predicted == test.labels).mean())
+    assert len(test.labels) == 10_000
+    assert accuracy >= 0.935
+    assert abs(accuracy - model.metadata["metrics"]["accuracy"]) <= 0.001

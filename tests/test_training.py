@@ -1,0 +1,228 @@
+"""The training module end to end on tiny synthetic data, and its data validation."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT
+from tests.idx import write_dataset
+from training.data import FILES, IMAGE_MAGIC, load_fashion_mnist, stratified_split
+from training.export import next_version
+
+METADATA_FIELDS = {
+    "name",
+    "version",
+    "class_names",
+    "input",
+    "output",
+    "signature_name",
+    "metrics",
+    "parameters",
+    "training_seconds",
+    "epochs_run",
+    "hyperparameters",
+    "seed",
+    "tensorflow_version",
+    "keras_version",
+    "data_sha256",
+    "command",
+}
+
+
+def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """Run `python -m training` as a user would."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "training", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["cnn", "dfn"])
+def test_cli_trains_and_exports_a_loadable_versioned_model(family, tiny_data_dir, tmp_path):
+    output = tmp_path / "models"
+    result = run_cli(
+        "--data-dir",
+        str(tiny_data_dir),
+        "--model",
+        family,
+        "--epochs",
+        "1",
+        "--output",
+        str(output),
+        "--logdir",
+        str(tmp_path / "logs"),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "epoch 1/1" in result.stdout and "test accuracy" in result.stdout
+
+    folder = output / "1"
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(str(folder)).signatures["serving_default"]
+    assert signature.structured_input_signature[1]["images"].dtype == tf.uint8
+    assert signature.structured_input_signature[1]["images"].shape.as_list() == [None, 28, 28]
+    images = np.random.default_rng(0).integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    probabilities = signature(images=tf.constant(images))["probabilities"].numpy()
+    assert probabilities.shape == (5, 10) and probabilities.dtype == np.float32
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+    metadata = json.loads((folder / "metadata.json").read_text())
+    assert METADATA_FIELDS <= set(metadata)
+    assert metadata["version"] == 1 and metadata["hyperparameters"]["model"] == family
+    assert len(metadata["metrics"]["confusion_matrix"]) == 10
+    assert sum(map(sum, metadata["metrics"]["confusion_matrix"])) == 100
+    assert set(metadata["data_sha256"]) == set(FILES.values())
+    assert (folder / "README.md").read_text().startswith("# Fashion-MNIST classifier")
+    assert (folder / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert any((tmp_path / "logs").rglob("events.out.tfevents.*"))
+
+    # The next run, without --version, becomes version 2; an explicit existing one is refused.
+    second = run_cli(
+        "--data-dir", str(tiny_data_dir), "--model", "dfn", "--epochs", "1", "--output", str(output)
+    )
+    assert second.returncode == 0 and (output / "2" / "saved_model.pb").is_file()
+    clash = run_cli(
+        "--data-dir",
+        str(tiny_data_dir),
+        "--model",
+        "dfn",
+        "--epochs",
+        "1",
+        "--output",
+        str(output),
+        "--version",
+        "1",
+    )
+    assert clash.returncode == 2 and "already exists" in clash.stderr
+    assert not [p for p in output.iterdir() if p.name.startswith(".tmp")]
+
+
+def test_export_is_atomic_and_leaves_nothing_behind_on_failure(tmp_path, monkeypatch):
+    from training import export
+
+    def fail(*_args, **_kwargs):
+        assert any(p.name.startswith(".tmp-") for p in tmp_path.iterdir())  # staged, not final
+        assert not (tmp_path / "3").exists()
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(export, "save_signature", fail)
+    with pytest.raises(RuntimeError):
+        export.export(model=None, metadata={}, output=tmp_path, version=3)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_next_version_counts_only_integer_folders(tmp_path):
+    for name in ("1", "7", "latest", ".tmp-8-x"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "9").write_text("a file, not a version")
+    assert next_version(tmp_path) == 8
+    assert next_version(tmp_path / "missing") == 1
+
+
+def test_stratified_split_is_seeded_and_keeps_class_balance(tiny_data_dir):
+    data = load_fashion_mnist(tiny_data_dir).train
+    train_a, validation_a = stratified_split(data, 0.1, seed=3)
+    train_b, validation_b = stratified_split(data, 0.1, seed=3)
+    assert np.array_equal(validation_a.labels, validation_b.labels)
+    assert np.array_equal(train_a.images, train_b.images)
+    assert np.bincount(validation_a.labels).tolist() == [3] * 10
+    assert len(train_a.labels) + len(validation_a.labels) == len(data.labels)
+
+
+def _corrupt(folder: Path, name: str, how: str) -> None:
+    """Damage one file of a copied dataset in one way."""
+    path = folder / name
+    raw = gzip.decompress(path.read_bytes())
+    if how == "missing":
+        path.unlink()
+    elif how == "truncated-gzip":
+        path.write_bytes(path.read_bytes()[:-40])
+    elif how == "not-gzip":
+        path.write_bytes(b"hello, I am not compressed")
+    elif how == "truncated-data":
+        path.write_bytes(gzip.compress(raw[:-100]))
+    elif how == "bad-magic":
+        path.write_bytes(gzip.compress(b"\x00\x00\x08\x99" + raw[4:]))
+    elif how == "short-header":
+        path.write_bytes(gzip.compress(raw[:6]))
+    elif how == "wrong-dimensions":
+        path.write_bytes(gzip.compress(raw[:8] + (27).to_bytes(4, "big") + raw[12:]))
+    elif how == "label-out-of-range":
+        path.write_bytes(gzip.compress(raw[:-1] + b"\x0c"))
+    elif how == "count-mismatch":
+        header = raw[:4] + (len(raw) - 9).to_bytes(4, "big")
+        path.write_bytes(gzip.compress(header + raw[8:-1]))
+
+
+@pytest.mark.parametrize(
+    ("name", "how", "message"),
+    [
+        (FILES["train_images"], "missing", "file not found"),
+        (FILES["train_images"], "truncated-gzip", "not a complete gzip file"),
+        (FILES["test_labels"], "not-gzip", "not a complete gzip file"),
+        (FILES["train_images"], "truncated-data", "header promises"),
+        (FILES["test_images"], "bad-magic", "bad magic number"),
+        (FILES["train_labels"], "short-header", "truncated header"),
+        (FILES["train_images"], "wrong-dimensions", "header promises"),
+        (FILES["test_labels"], "label-out-of-range", "outside 0 to 9"),
+        (FILES["train_labels"], "count-mismatch", "labels for"),
+    ],
+)
+def test_bad_data_files_give_a_one_line_error_naming_the_file(
+    name, how, message, tiny_data_dir, tmp_path
+):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data_dir, data)
+    _corrupt(data, name, how)
+    result = run_cli("--data-dir", str(data), "--epochs", "1", "--output", str(tmp_path / "m"))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and name in lines[-1] and message in lines[-1]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())
+
+
+def test_wrong_image_dimensions_are_named(tmp_path):
+    from tests.idx import write_idx
+
+    folder = write_dataset(tmp_path)
+    write_idx(folder / FILES["train_images"], IMAGE_MAGIC, np.zeros((300, 28, 27), np.uint8))
+    from training.data import DatasetError
+
+    with pytest.raises(DatasetError, match="expected 28x28"):
+        load_fashion_mnist(folder)
+
+
+def test_help_lists_every_option():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for option in (
+        "--data-dir",
+        "--model",
+        "--epochs",
+        "--batch-size",
+        "--optimizer",
+        "--learning-rate",
+        "--l2",
+        "--dropout",
+        "--seed",
+        "--output",
+        "--version",
+        "--logdir",
+    ):
+        assert option in result.stdout

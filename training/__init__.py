@@ -1,0 +1,1 @@
+"""Offline training of the Fashion-MNIST classifier that the service loads."""

@@ -1,0 +1,70 @@
+"""Command line: `python -m training --help`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+# Quiet TensorFlow's C++ start-up chatter; progress lines are ours.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+DEFAULTS_NOTE = "Defaults reproduce the shipped model (models/fashion_mnist/1)."
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the training options."""
+    from training.train import TrainConfig
+
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(
+        prog="python -m training",
+        description="Train a Fashion-MNIST classifier and export it as a versioned SavedModel.",
+        epilog=DEFAULTS_NOTE,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="folder with the four IDX .gz files (default: Keras's download cache)")
+    parser.add_argument("--model", choices=["cnn", "dfn"], default=defaults.model,
+                        help="cnn, or dfn: the dense feed-forward baseline")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--optimizer", choices=["sgd", "adam"], default=defaults.optimizer)
+    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    parser.add_argument("--l2", type=float, default=defaults.l2, help="L2 weight penalty")
+    parser.add_argument("--dropout", type=float, default=defaults.dropout)
+    parser.add_argument("--no-augment", dest="augment", action="store_false",
+                        help="switch off random flips and shifts")
+    parser.add_argument("--patience", type=int, default=defaults.patience,
+                        help="epochs without validation progress before stopping early")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--output", type=Path, default=Path("models/fashion_mnist"))
+    parser.add_argument("--version", type=int, default=None,
+                        help="version folder to write (default: one more than the highest)")
+    parser.add_argument("--logdir", type=Path, default=None, help="TensorBoard log folder")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run training with the parsed options; print one-line errors, never a traceback."""
+    args = parse_args(argv)
+    from training.data import DatasetError
+    from training.pipeline import run
+    from training.train import TrainConfig
+
+    config = TrainConfig(
+        model=args.model, epochs=args.epochs, batch_size=args.batch_size,
+        optimizer=args.optimizer, learning_rate=args.learning_rate, l2=args.l2,
+        dropout=args.dropout, augment=args.augment, patience=args.patience, seed=args.seed,
+    )
+    try:
+        run(config, args.data_dir, args.output, args.version, args.logdir)
+    except (DatasetError, FileExistsError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""Write a trained model as a versioned SavedModel folder, atomically, with its metadata."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from training.data import CLASS_NAMES, IMAGE_SIZE
+
+SIGNATURE_NAME = "serving_default"
+INPUT_NAME = "images"
+OUTPUT_NAME = "probabilities"
+INPUT_SPEC = {
+    "name": INPUT_NAME,
+    "dtype": "uint8",
+    "shape": [None, IMAGE_SIZE, IMAGE_SIZE],
+    "range": [0, 255],
+    "meaning": "grayscale pixel intensities, garment light on a black background (Fashion-MNIST)",
+}
+OUTPUT_SPEC = {
+    "name": OUTPUT_NAME,
+    "dtype": "float32",
+    "shape": [None, len(CLASS_NAMES)],
+    "meaning": "softmax probabilities over class_names, each row sums to 1",
+}
+
+
+def next_version(output: Path) -> int:
+    """Return one more than the highest integer version folder in `output` (1 if none)."""
+    versions = [int(p.name) for p in output.glob("*") if p.is_dir() and p.name.isdigit()]
+    return max(versions, default=0) + 1
+
+
+def save_signature(model: keras.Model, path: Path) -> None:
+    """Save a SavedModel whose serving signature maps uint8 images to probabilities."""
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+
+    def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        pixels = tf.cast(images, tf.float32)[..., tf.newaxis]
+        return {OUTPUT_NAME: model(pixels, training=False)}
+
+    archive.add_endpoint(
+        name=SIGNATURE_NAME,
+        fn=serve,
+        input_signature=[tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE], tf.uint8, INPUT_NAME)],
+    )
+    archive.write_out(str(path), verbose=False)
+
+
+def save_confusion_image(confusion: list[list[int]], path: Path) -> None:
+    """Draw the confusion matrix as a PNG, counts in every cell."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    matrix = np.asarray(confusion)
+    figure, axes = plt.subplots(figsize=(8, 7))
+    axes.imshow(matrix, cmap="Blues")
+    axes.set_xticks(range(len(CLASS_NAMES)), CLASS_NAMES, rotation=45, ha="right")
+    axes.set_yticks(range(len(CLASS_NAMES)), CLASS_NAMES)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    threshold = matrix.max() / 2
+    for (row, column), count in np.ndenumerate(matrix):
+        axes.text(column, row, str(count), ha="center", va="center", fontsize=7,
+                  color="white" if count > threshold else "black")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def model_card(metadata: dict) -> str:
+    """Return the version folder's README: intended use, data, metrics, known limits."""
+    metrics = metadata["metrics"]
+    rows = "\n".join(
+        f"| {name} | {p:.3f} | {r:.3f} |"
+        for name, p, r in zip(CLASS_NAMES, metrics["precision"], metrics["recall"], strict=True)
+    )
+    hp = metadata["hyperparameters"]
+    return f"""# Fashion-MNIST classifier, version {metadata["version"]}
+
+A `{hp["model"]}` model ({metadata["parameters"]:,} parameters) that sorts a 28x28 grayscale
+image of a garment into one of ten Fashion-MNIST classes.
+
+## Intended use
+Demonstrating and load-testing a model server, and teaching. Not for decisions about people
+or products: it knows ten coarse classes of centred, single-garment catalogue images only.
+
+## Data
+Fashion-MNIST (Xiao, Rasul and Vollgraf, 2017): 60,000 training images, of which a seeded,
+stratified {hp["validation_fraction"]:.0%} was held out for early stopping and model selection,
+and the 10,000 test images, used once for the figures below. File checksums are in
+`metadata.json`.
+
+## Interface
+SavedModel signature `{SIGNATURE_NAME}`: input `{INPUT_NAME}`, uint8 `[N, 28, 28]`, values 0 to 255,
+light garment on a black background; output `{OUTPUT_NAME}`, float32 `[N, 10]`, rows sum to 1,
+columns in the order of `class_names` in `metadata.json`.
+
+## Metrics (test set)
+Accuracy **{metrics["accuracy"]:.4f}**. Confusion matrix: `confusion_matrix.png`.
+
+| class | precision | recall |
+| --- | --- | --- |
+{rows}
+
+## Training
+`{metadata["command"]}`: {metadata["epochs_run"]} epochs in {metadata["training_seconds"]:.0f} s
+on {metadata["training_machine"]}; best validation accuracy
+{metadata["best_val_accuracy"]:.4f} at epoch {metadata["best_epoch"]}.
+
+## Known limits
+- Shirt, T-shirt/top, pullover and coat are often confused (see the matrix): they look alike at
+  28x28.
+- Photos must show one garment on a plain, light background; the service's preprocessing
+  trims, centres and inverts them the way Fashion-MNIST was made, but clutter, people wearing
+  the garment and several items per image are outside what it saw.
+- Nothing outside the ten classes is rejected: every input gets one of the ten labels.
+"""
+
+
+def export(model: keras.Model, metadata: dict, output: Path, version: int | None) -> Path:
+    """Write `output/<version>/` through a temporary folder and one rename; return it."""
+    output.mkdir(parents=True, exist_ok=True)
+    version = version if version is not None else next_version(output)
+    final = output / str(version)
+    if final.exists():
+        raise FileExistsError(f"{final} already exists; choose another --version")
+    metadata = {**metadata, "version": version}
+    staging = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=output))
+    try:
+        save_signature(model, staging)
+        (staging / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
+        save_confusion_image(metadata["metrics"]["confusion_matrix"], staging / "confusion_matrix.png")
+        (staging / "README.md").write_text(model_card(metadata))
+        os.chmod(staging, 0o755)
+        staging.rename(final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return final

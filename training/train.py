@@ -1,0 +1,165 @@
+"""Train a model on Fashion-MNIST and evaluate it on the held-out test set."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from training.data import NUM_CLASSES, Dataset
+from training.models import BUILDERS
+
+SHUFFLE_BUFFER = 60_000  # the whole training split: a full shuffle every epoch
+MAX_SHIFT = 2  # pixels; garments in Fashion-MNIST are centred to within a few pixels
+LR_PATIENCE = 2  # epochs without validation-loss progress before the rate halves
+MIN_LEARNING_RATE = 1e-5
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every hyper-parameter of one training run."""
+
+    model: str = "cnn"
+    epochs: int = 22
+    batch_size: int = 256
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    l2: float = 0.0
+    dropout: float = 0.4
+    augment: bool = True
+    patience: int = 6
+    validation_fraction: float = 0.1
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """A trained model and what happened while training it."""
+
+    model: keras.Model
+    epochs_run: int
+    best_epoch: int
+    best_val_accuracy: float
+    seconds: float
+
+
+class EpochProgress(keras.callbacks.Callback):
+    """Print one progress line per epoch and put the learning rate into the logs."""
+
+    def __init__(self, epochs: int) -> None:
+        super().__init__()
+        self.epochs = epochs
+        self.started = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        """Start the epoch's clock."""
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        """Record the learning rate (for TensorBoard, which runs after) and print the line."""
+        logs = logs if logs is not None else {}
+        logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        print(
+            f"epoch {epoch + 1}/{self.epochs}"
+            f"  loss {logs['loss']:.4f}  accuracy {logs['accuracy']:.4f}"
+            f"  val_loss {logs['val_loss']:.4f}  val_accuracy {logs['val_accuracy']:.4f}"
+            f"  lr {logs['learning_rate']:.2e}  {time.perf_counter() - self.started:.1f}s",
+            flush=True,
+        )
+
+
+def make_dataset(data: Dataset, batch_size: int, augment: bool, seed: int) -> tf.data.Dataset:
+    """Batch (image, label) pairs as float32 (N, 28, 28, 1); shuffle and augment if asked."""
+    images = data.images[..., np.newaxis].astype("float32")
+    dataset = tf.data.Dataset.from_tensor_slices((images, data.labels.astype("int32")))
+    if augment:
+        dataset = dataset.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.map(_augment)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _augment(image: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Flip left-right (garments are symmetric) and shift a few pixels (imperfect centring)."""
+    size = image.shape[0]
+    image = tf.image.random_flip_left_right(image)
+    image = tf.image.pad_to_bounding_box(image, MAX_SHIFT, MAX_SHIFT,
+                                         size + 2 * MAX_SHIFT, size + 2 * MAX_SHIFT)
+    return tf.image.random_crop(image, [size, size, 1]), label
+
+
+def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
+    """Return mini-batch SGD with Nesterov momentum, or Adam."""
+    if name == "sgd":
+        return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True)
+    return keras.optimizers.Adam(learning_rate)
+
+
+def make_callbacks(config: TrainConfig, logdir: Path | None) -> list[keras.callbacks.Callback]:
+    """Progress, learning-rate decay, early stopping on validation, and TensorBoard."""
+    callbacks: list[keras.callbacks.Callback] = [
+        EpochProgress(config.epochs),
+        keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", factor=0.5, patience=LR_PATIENCE, min_lr=MIN_LEARNING_RATE
+        ),
+        keras.callbacks.EarlyStopping(
+            monitor="val_accuracy", patience=config.patience, restore_best_weights=True
+        ),
+    ]
+    if logdir is not None:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(logdir)))
+    return callbacks
+
+
+def train(config: TrainConfig, train: Dataset, validation: Dataset,
+          logdir: Path | None = None) -> TrainResult:
+    """Train a fresh model of `config.model`; keep the weights of the best validation epoch."""
+    keras.utils.set_random_seed(config.seed)
+    tf.config.experimental.enable_op_determinism()
+    model = BUILDERS[config.model](config.dropout, config.l2)
+    model.compile(
+        optimizer=make_optimizer(config.optimizer, config.learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    started = time.perf_counter()
+    history = model.fit(
+        make_dataset(train, config.batch_size, config.augment, config.seed),
+        validation_data=make_dataset(validation, 1024, augment=False, seed=config.seed),
+        epochs=config.epochs,
+        callbacks=make_callbacks(config, logdir),
+        verbose=0,
+    )
+    val_accuracy = history.history["val_accuracy"]
+    return TrainResult(
+        model=model,
+        epochs_run=len(val_accuracy),
+        best_epoch=int(np.argmax(val_accuracy)) + 1,
+        best_val_accuracy=float(max(val_accuracy)),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def predict_probabilities(model: keras.Model, images: np.ndarray) -> np.ndarray:
+    """Return (N, 10) class probabilities for uint8 images (N, 28, 28)."""
+    return model.predict(images[..., np.newaxis].astype("float32"), batch_size=1024, verbose=0)
+
+
+def evaluate(probabilities: np.ndarray, labels: np.ndarray) -> dict:
+    """Accuracy, per-class precision and recall, and the confusion matrix (rows: true)."""
+    predicted = probabilities.argmax(axis=1)
+    confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=int)
+    np.add.at(confusion, (labels, predicted), 1)
+    correct = np.diag(confusion)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.nan_to_num(correct / confusion.sum(axis=0))
+        recall = np.nan_to_num(correct / confusion.sum(axis=1))
+    return {
+        "accuracy": float(correct.sum() / len(labels)),
+        "precision": [round(float(p), 4) for p in precision],
+        "recall": [round(float(r), 4) for r in recall],
+        "confusion_matrix": confusion.tolist(),
+    }
