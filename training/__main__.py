@@ -24,24 +24,44 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         epilog=DEFAULTS_NOTE,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--data-dir", type=Path, default=None,
-                        help="folder with the four IDX .gz files (default: Keras's download cache)")
-    parser.add_argument("--model", choices=["cnn", "dfn"], default=defaults.model,
-                        help="cnn, or dfn: the dense feed-forward baseline")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="folder with the four IDX .gz files (default: Keras's download cache)",
+    )
+    parser.add_argument(
+        "--model",
+        choices=["cnn", "dfn"],
+        default=defaults.model,
+        help="cnn, or dfn: the dense feed-forward baseline",
+    )
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--optimizer", choices=["sgd", "adam"], default=defaults.optimizer)
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
     parser.add_argument("--l2", type=float, default=defaults.l2, help="L2 weight penalty")
     parser.add_argument("--dropout", type=float, default=defaults.dropout)
-    parser.add_argument("--no-augment", dest="augment", action="store_false",
-                        help="switch off random flips and shifts")
-    parser.add_argument("--patience", type=int, default=defaults.patience,
-                        help="epochs without validation progress before stopping early")
+    parser.add_argument(
+        "--no-augment",
+        dest="augment",
+        action="store_false",
+        help="switch off random flips and shifts",
+    )
+    parser.add_argument(
+        "--patience",
+        type=int,
+        default=defaults.patience,
+        help="epochs without validation progress before stopping early",
+    )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--output", type=Path, default=Path("models/fashion_mnist"))
-    parser.add_argument("--version", type=int, default=None,
-                        help="version folder to write (default: one more than the highest)")
+    parser.add_argument(
+        "--version",
+        type=int,
+        default=None,
+        help="version folder to write (default: one more than the highest)",
+    )
     parser.add_argument("--logdir", type=Path, default=None, help="TensorBoard log folder")
     return parser.parse_args(argv)
 
@@ -54,9 +74,16 @@ def main(argv: list[str] | None = None) -> int:
     from training.train import TrainConfig
 
     config = TrainConfig(
-        model=args.model, epochs=args.epochs, batch_size=args.batch_size,
-        optimizer=args.optimizer, learning_rate=args.learning_rate, l2=args.l2,
-        dropout=args.dropout, augment=args.augment, patience=args.patience, seed=args.seed,
+        model=args.model,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        optimizer=args.optimizer,
+        learning_rate=args.learning_rate,
+        l2=args.l2,
+        dropout=args.dropout,
+        augment=args.augment,
+        patience=args.patience,
+        seed=args.seed,
     )
     try:
         run(config, args.data_dir, args.output, args.version, args.logdir)

@@ -71,8 +71,15 @@ def save_confusion_image(confusion: list[list[int]], path: Path) -> None:
     axes.set_ylabel("true")
     threshold = matrix.max() / 2
     for (row, column), count in np.ndenumerate(matrix):
-        axes.text(column, row, str(count), ha="center", va="center", fontsize=7,
-                  color="white" if count > threshold else "black")
+        axes.text(
+            column,
+            row,
+            str(count),
+            ha="center",
+            va="center",
+            fontsize=7,
+            color="white" if count > threshold else "black",
+        )
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
@@ -140,7 +147,9 @@ def export(model: keras.Model, metadata: dict, output: Path, version: int | None
     try:
         save_signature(model, staging)
         (staging / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
-        save_confusion_image(metadata["metrics"]["confusion_matrix"], staging / "confusion_matrix.png")
+        save_confusion_image(
+            metadata["metrics"]["confusion_matrix"], staging / "confusion_matrix.png"
+        )
         (staging / "README.md").write_text(model_card(metadata))
         os.chmod(staging, 0o755)
         staging.rename(final)

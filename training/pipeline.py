@@ -25,8 +25,9 @@ def describe_machine() -> str:
     return f"{os.cpu_count()} CPU cores ({platform.machine()}, {platform.system()})"
 
 
-def build_metadata(config: TrainConfig, result: TrainResult, metrics: dict,
-                   sha256: dict[str, str]) -> dict:
+def build_metadata(
+    config: TrainConfig, result: TrainResult, metrics: dict, sha256: dict[str, str]
+) -> dict:
     """Collect everything a user needs to trust, reproduce and call the model."""
     return {
         "name": MODEL_NAME,
@@ -51,18 +52,30 @@ def build_metadata(config: TrainConfig, result: TrainResult, metrics: dict,
     }
 
 
-def run(config: TrainConfig, data_dir: Path | None, output: Path, version: int | None,
-        logdir: Path | None) -> Path:
+def run(
+    config: TrainConfig,
+    data_dir: Path | None,
+    output: Path,
+    version: int | None,
+    logdir: Path | None,
+) -> Path:
     """Train one model and export it as a new version folder; return that folder."""
     data = load_fashion_mnist(data_dir)
     train_split, validation = stratified_split(data.train, config.validation_fraction, config.seed)
-    print(f"data: {len(train_split.labels)} train, {len(validation.labels)} validation, "
-          f"{len(data.test.labels)} test images", flush=True)
+    print(
+        f"data: {len(train_split.labels)} train, {len(validation.labels)} validation, "
+        f"{len(data.test.labels)} test images",
+        flush=True,
+    )
     result = train(config, train_split, validation, logdir)
     metrics = evaluate(predict_probabilities(result.model, data.test.images), data.test.labels)
-    print(f"test accuracy {metrics['accuracy']:.4f} after {result.epochs_run} epochs "
-          f"in {result.seconds:.0f}s", flush=True)
-    folder = export(result.model, build_metadata(config, result, metrics, data.sha256),
-                    output, version)
+    print(
+        f"test accuracy {metrics['accuracy']:.4f} after {result.epochs_run} epochs "
+        f"in {result.seconds:.0f}s",
+        flush=True,
+    )
+    folder = export(
+        result.model, build_metadata(config, result, metrics, data.sha256), output, version
+    )
     print(f"exported {folder}", flush=True)
     return folder

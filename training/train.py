@@ -62,7 +62,9 @@ class EpochProgress(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         """Record the learning rate (for TensorBoard, which runs after) and print the line."""
         logs = logs if logs is not None else {}
-        logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        logs["learning_rate"] = float(
+            keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+        )
         print(
             f"epoch {epoch + 1}/{self.epochs}"
             f"  loss {logs['loss']:.4f}  accuracy {logs['accuracy']:.4f}"
@@ -86,8 +88,9 @@ def _augment(image: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Flip left-right (garments are symmetric) and shift a few pixels (imperfect centring)."""
     size = image.shape[0]
     image = tf.image.random_flip_left_right(image)
-    image = tf.image.pad_to_bounding_box(image, MAX_SHIFT, MAX_SHIFT,
-                                         size + 2 * MAX_SHIFT, size + 2 * MAX_SHIFT)
+    image = tf.image.pad_to_bounding_box(
+        image, MAX_SHIFT, MAX_SHIFT, size + 2 * MAX_SHIFT, size + 2 * MAX_SHIFT
+    )
     return tf.image.random_crop(image, [size, size, 1]), label
 
 
@@ -114,8 +117,9 @@ def make_callbacks(config: TrainConfig, logdir: Path | None) -> list[keras.callb
     return callbacks
 
 
-def train(config: TrainConfig, train: Dataset, validation: Dataset,
-          logdir: Path | None = None) -> TrainResult:
+def train(
+    config: TrainConfig, train: Dataset, validation: Dataset, logdir: Path | None = None
+) -> TrainResult:
     """Train a fresh model of `config.model`; keep the weights of the best validation epoch."""
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
