@@ -91,6 +91,12 @@ class InvalidPixels(ServiceError):
     status, code = 422, "invalid_pixels"
 
 
+class Overloaded(ServiceError):
+    """The model's queue is full; the client should retry after a pause."""
+
+    status, code = 503, "overloaded"
+
+
 class ModelNotFound(ServiceError):
     """The request names a model (or version) this server does not serve."""
 

@@ -65,6 +65,12 @@ BATCH_SIZE = Histogram(
     namespace=NAMESPACE,
     buckets=BATCH_BUCKETS,
 )
+BATCH_QUEUE_SECONDS = Histogram(
+    "batch_queue_duration_seconds",
+    "Time a request waited in the batching queue before its model call started.",
+    namespace=NAMESPACE,
+    buckets=LATENCY_BUCKETS,
+)
 PREDICTIONS = Counter(
     "predictions",
     "Images classified, by predicted class (a drift signal).",

@@ -1,0 +1,106 @@
+"""Correctness of the adaptive batcher (not timing): mapping, isolation, shutdown, overload."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from service.batching import BatchingPredictor
+from service.errors import Overloaded
+
+
+class RecordingModel:
+    """A deterministic stand-in for the SavedModel: row i gets a one-hot of its mean pixel."""
+
+    def __init__(self, delay: threading.Event | None = None) -> None:
+        self.calls: list[int] = []
+        self.delay = delay
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        if self.delay is not None:
+            self.delay.wait(5)
+        if (images == 255).all(axis=(1, 2)).any():
+            raise ValueError("poisoned image")
+        self.calls.append(len(images))
+        return images.reshape(len(images), -1)[:, :10].astype(np.float32)
+
+
+def images_of(value: int, count: int = 1) -> np.ndarray:
+    """`count` images filled with `value`."""
+    return np.full((count, 28, 28), value, np.uint8)
+
+
+def test_results_map_back_to_their_requests_under_concurrency():
+    model = RecordingModel()
+    batcher = BatchingPredictor(model, max_batch=32, max_wait=0.005, max_queue=1000)
+    requests = [images_of(v % 250, 1 + v % 3) for v in range(300)]
+    with ThreadPoolExecutor(32) as pool:
+        results = list(pool.map(batcher.predict, requests))
+    batcher.close()
+    for sent, got in zip(requests, results, strict=True):
+        assert got.shape == (len(sent), 10)
+        assert (got == sent.reshape(len(sent), -1)[:, :10]).all()
+    assert max(model.calls) > 1, "concurrent requests were never batched"
+    assert max(model.calls) <= 32 and sum(model.calls) == sum(len(r) for r in requests)
+
+
+def test_a_failing_item_does_not_fail_its_batch_mates():
+    gate = threading.Event()
+    model = RecordingModel(delay=gate)
+    batcher = BatchingPredictor(model, max_batch=64, max_wait=0.05, max_queue=100)
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(batcher.predict, images_of(v)) for v in (1, 255, 2, 3, 4)]
+        gate.set()
+        outcomes = []
+        for future in futures:
+            try:
+                outcomes.append(future.result(10)[0, 0])
+            except ValueError as error:
+                outcomes.append(str(error))
+    batcher.close()
+    assert outcomes == [1, "poisoned image", 2, 3, 4]
+
+
+def test_close_drains_the_queue():
+    gate = threading.Event()
+    model = RecordingModel(delay=gate)
+    batcher = BatchingPredictor(model, max_batch=2, max_wait=0, max_queue=100)
+    with ThreadPoolExecutor(10) as pool:
+        futures = [pool.submit(batcher.predict, images_of(v)) for v in range(10)]
+        closing = pool.submit(batcher.close)
+        gate.set()
+        assert [f.result(10)[0, 0] for f in futures] == list(range(10))
+        closing.result(10)
+    with pytest.raises(Overloaded):
+        batcher.predict(images_of(1))
+
+
+def test_a_full_queue_answers_overloaded_at_once():
+    gate = threading.Event()
+    batcher = BatchingPredictor(RecordingModel(delay=gate), max_batch=1, max_wait=0, max_queue=2)
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(batcher.predict, images_of(v)) for v in range(8)]
+        refused = 0
+        for future in futures[::-1]:
+            try:
+                future.result(0.5)
+            except Overloaded as error:
+                refused += 1
+                assert error.status == 503 and error.headers["Retry-After"] == "1"
+            except TimeoutError:
+                pass
+        gate.set()
+    batcher.close()
+    assert refused >= 4
+
+
+def test_a_lone_request_is_not_held_back():
+    model = RecordingModel()
+    batcher = BatchingPredictor(model, max_batch=64, max_wait=10.0, max_queue=10)
+    for value in range(3):
+        assert batcher.predict(images_of(value))[0, 0] == value  # would take 10 s if it waited
+    batcher.close()
+    assert model.calls == [1, 1, 1]
