@@ -8,6 +8,7 @@ import collections
 import io
 import math
 import os
+import re
 import signal
 import subprocess
 import time
@@ -26,6 +27,7 @@ from tests.conftest import ROOT, require_program
 from tests.images import encode, garment
 from tests.prometheus import SHIPPED_CONFIG, SHIPPED_TARGET
 
+DOCS = ROOT / "docs" / "metrics.md"
 REQUESTS_TOTAL = "fmnist_http_requests_total"
 P99_LATENCY = (
     "histogram_quantile(0.99, sum by (le) (rate(fmnist_http_request_duration_seconds_bucket[1m])))"
@@ -339,19 +341,45 @@ def test_the_shipped_prometheus_config_is_valid_and_scrapes_the_api_service():
     assert targets == [SHIPPED_TARGET]
 
 
+def query_under_traffic(prometheus, url: str, expr: str, timeout: float = 60) -> list[float]:
+    """Keep requests coming until `expr` returns finite values; return them.
+
+    rate() needs two scrapes between which the counters grew.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        send_traffic(url, 9)
+        values = [float(s["value"][1]) for s in prometheus.query(expr)]
+        if values and all(math.isfinite(value) for value in values):
+            return values
+        time.sleep(0.5)
+    raise AssertionError(f"{expr} returned no value in {timeout}s:\n{prometheus.logs()}")
+
+
 @pytest.mark.slow
 def test_a_real_prometheus_scrapes_the_service(prometheus, live_server):
     up = prometheus.wait_for('up{job="fashion-mnist"} == 1')
     assert [float(s["value"][1]) for s in up] == [1.0]
-    p99: list = []
-    deadline = time.monotonic() + 60
-    # rate() needs the histogram to grow between two scrapes: keep traffic going until it has.
-    while not p99 and time.monotonic() < deadline:
-        send_traffic(live_server.url, 9)
-        p99 = [float(s["value"][1]) for s in prometheus.query(P99_LATENCY)]
-        p99 = [value for value in p99 if math.isfinite(value)]
-        time.sleep(0.5)
-    assert len(p99) == 1 and 0 < p99[0] <= 60, prometheus.logs()
+    p99 = query_under_traffic(prometheus, live_server.url, P99_LATENCY)
+    assert len(p99) == 1 and 0 < p99[0] <= 60
     counted = prometheus.query(f'{REQUESTS_TOTAL}{{endpoint="/predict",status="200"}}')
     assert counted and sum(float(s["value"][1]) for s in counted) > 0
     assert float(prometheus.wait_for("fmnist_model_info")[0]["value"][1]) == 1
+
+
+def test_the_docs_describe_every_metric_with_its_type():
+    declared = {
+        family.name + ("_total" if family.type == "counter" else ""): family.type
+        for family in REGISTRY.collect()
+        if family.name.startswith("fmnist_")
+    }
+    rows = re.findall(r"^\| `(fmnist_\w+)` \| (\w+)", DOCS.read_text(), re.MULTILINE)
+    assert dict(rows) == declared
+
+
+@pytest.mark.slow
+def test_the_documented_promql_returns_data(prometheus, live_server):
+    queries = re.findall(r"```promql\n(.+?)```", DOCS.read_text(), re.DOTALL)
+    assert len(queries) >= 3
+    for query in queries:
+        assert query_under_traffic(prometheus, live_server.url, query), query
