@@ -20,7 +20,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # keep probabilities in class order
     app.extensions["settings"] = settings
-    predictor = Predictor(Path(settings.model_dir), settings.warmup, settings.tf_threads)
+    predictor = Predictor(
+        Path(settings.model_dir), settings.warmup, settings.tf_threads, name=settings.model_name
+    )
     app.extensions["predictor"] = predictor
     errors.register_error_handlers(app)
     instrumentation.init_app(app)

@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 import os
 
-from prometheus_client import start_http_server
-from prometheus_client.multiprocess import mark_process_dead
+from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 # Public API port; $PORT is the convention of most platforms (and `make serve`).
 bind = [f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"]
@@ -46,7 +46,9 @@ limit_request_line = 8190
 limit_request_fields = 100
 limit_request_field_size = 8190
 
-# Metrics have their own port, served by the master from every worker's files.
+# Metrics have their own port, kept off the public listener (docs/metrics.md says why), and
+# the master serves it from every worker's files: one merged answer per scrape, even while
+# every worker is busy or restarting.
 METRICS_PORT = int(os.environ.get("FMNIST_METRICS_PORT", "9100"))
 METRICS_HOST = os.environ.get("FMNIST_METRICS_HOST", "0.0.0.0")
 
@@ -80,10 +82,18 @@ logconfig_dict = {
 
 def when_ready(server) -> None:  # noqa: ANN001 - gunicorn's Arbiter
     """Serve /metrics from the master, merging every worker's metric files."""
-    from service.metrics import master_registry
-
-    start_http_server(METRICS_PORT, addr=METRICS_HOST, registry=master_registry())
+    # A fresh registry: the master must not import the app (or declare metrics) to serve it.
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    # The master's process metrics: process_start_time_seconds is when the service started.
+    ProcessCollector(registry=registry)
+    server.metrics_server, _ = start_http_server(METRICS_PORT, addr=METRICS_HOST, registry=registry)
     server.log.info(json.dumps({"event": "metrics_listening", "port": METRICS_PORT}))
+
+
+def post_fork(server, worker) -> None:  # noqa: ANN001 - gunicorn's Arbiter and Worker
+    """Close the worker's inherited copy of the metrics socket; only the master serves it."""
+    server.metrics_server.socket.close()
 
 
 def child_exit(server, worker) -> None:  # noqa: ANN001 - gunicorn's Arbiter and Worker

@@ -13,10 +13,22 @@ from service import metrics
 
 access_log = logging.getLogger("service.access")
 
+# Any token is a method to gunicorn and Werkzeug (they answer 405), so labelling by the raw
+# method would let a client create a new time series with every request: RFC 9110's methods
+# and PATCH keep their name, the rest become "other".
+METHOD_LABELS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+)
+
 
 def endpoint_label() -> str:
     """Label requests by route pattern, never by raw path, to bound label cardinality."""
     return request.url_rule.rule if request.url_rule is not None else "unmatched"
+
+
+def method_label() -> str:
+    """Label requests by method, folding non-standard methods into "other"."""
+    return request.method if request.method in METHOD_LABELS else "other"
 
 
 def init_app(app: Flask) -> None:
@@ -39,7 +51,7 @@ def _finish(response: Response) -> Response:
     started = g.get("started", time.perf_counter())
     seconds = time.perf_counter() - started
     endpoint = endpoint_label()
-    metrics.REQUESTS.labels(endpoint, request.method, str(response.status_code)).inc()
+    metrics.REQUESTS.labels(endpoint, method_label(), str(response.status_code)).inc()
     metrics.REQUEST_LATENCY.labels(endpoint).observe(seconds)
     code = g.get("error_code")
     if code:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from service import metrics
 from service.errors import ModelNotReady
 
 log = logging.getLogger(__name__)
@@ -87,8 +88,11 @@ def configure_threads(threads: int) -> None:
 class Predictor:
     """Loads the newest model version in the background and answers predictions once ready."""
 
-    def __init__(self, model_dir: Path, warmup: bool = True, tf_threads: int = 1) -> None:
+    def __init__(
+        self, model_dir: Path, warmup: bool = True, tf_threads: int = 1, *, name: str
+    ) -> None:
         self.model_dir = model_dir
+        self.name = name
         self.warmup = warmup
         self.tf_threads = tf_threads
         self.model: LoadedModel | None = None
@@ -109,6 +113,8 @@ class Predictor:
             model = load_version(self.model_dir, versions[-1])
             if self.warmup:
                 model.predict(np.zeros((1, SIZE, SIZE), dtype=np.uint8))
+            metrics.MODEL_LOAD_SECONDS.set(model.load_seconds)
+            metrics.MODEL_INFO.labels(self.name, str(model.version)).set(1)
             self.model = model
             self._ready.set()
             log.info(

@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny real model, a fresh app per test, and a real gunicorn server."""
+"""Shared fixtures: a tiny real model, a fresh app per test, real gunicorn and Prometheus."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from tests.idx import write_dataset
+from tests.prometheus import PrometheusServer
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_MODEL_DIR = ROOT / "models" / "fashion_mnist"
@@ -154,6 +155,32 @@ def live_server(
     """One gunicorn server with two workers, serving the tiny model, for the session."""
     server = LiveServer(
         tiny_model_dir, tmp_path_factory.mktemp("server") / "gunicorn.log", FMNIST_WORKERS="2"
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fresh_live_server(tiny_model_dir: Path, tmp_path: Path) -> Iterator[LiveServer]:
+    """A gunicorn server with two workers for one test, which may disturb it (kill workers)."""
+    server = LiveServer(tiny_model_dir, tmp_path / "gunicorn.log", FMNIST_WORKERS="2")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def prometheus(
+    live_server: LiveServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PrometheusServer]:
+    """A real Prometheus server (the shipped configuration) scraping live_server every second."""
+    binary = require_program("prometheus")
+    server = PrometheusServer(
+        binary,
+        [f"127.0.0.1:{live_server.metrics_port}"],
+        tmp_path_factory.mktemp("prometheus"),
+        free_port(),
     )
     server.start()
     yield server

@@ -1,0 +1,113 @@
+"""A real Prometheus server for tests: the shipped configuration, retargeted at a local server.
+
+The `prometheus` fixture in conftest.py starts one that scrapes `live_server` every second.
+Use `wait_for(expr)` to wait until a PromQL expression returns data (a dashboard's panels,
+say), and `query(expr)` to read it.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+
+SHIPPED_CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "prometheus" / "prometheus.yml"
+SHIPPED_TARGET = "api:9100"  # the compose service's metrics port
+SCRAPE_INTERVAL = "1s"
+
+
+def retargeted_config(targets: list[str]) -> dict[str, Any]:
+    """Return the shipped configuration scraping `targets` (not api:9100) every second."""
+    config = yaml.safe_load(SHIPPED_CONFIG.read_text())
+    config["global"].update(
+        scrape_interval=SCRAPE_INTERVAL, scrape_timeout=SCRAPE_INTERVAL, evaluation_interval="1s"
+    )
+    for job in config["scrape_configs"]:
+        for static in job["static_configs"]:
+            if SHIPPED_TARGET in static["targets"]:
+                static["targets"] = targets
+    return config
+
+
+class PrometheusServer:
+    """A `prometheus` process with its own data folder and port, scraping `targets`."""
+
+    def __init__(self, binary: str, targets: list[str], folder: Path, port: int) -> None:
+        self.binary = binary
+        self.targets = targets
+        self.folder = folder
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = folder / "prometheus.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60) -> PrometheusServer:
+        """Write the configuration, start Prometheus, and wait until it is ready."""
+        config = self.folder / "prometheus.yml"
+        config.write_text(yaml.safe_dump(retargeted_config(self.targets)))
+        self.log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [
+                self.binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={self.folder / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self._wait_ready(timeout)
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        """Poll /-/ready until it answers 200, or fail with Prometheus's log."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None and self.process.poll() is None, self.logs()
+            try:
+                if requests.get(self.url + "/-/ready", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"prometheus not ready in {timeout}s:\n{self.logs()}")
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        """Evaluate an instant PromQL query now; return its result vector."""
+        response = requests.get(self.url + "/api/v1/query", params={"query": expr}, timeout=10)
+        body = response.json()
+        assert body["status"] == "success", body
+        assert body["data"]["resultType"] == "vector", body
+        return body["data"]["result"]
+
+    def wait_for(self, expr: str, timeout: float = 30) -> list[dict[str, Any]]:
+        """Poll `expr` until it returns at least one finite value; return the result."""
+        deadline = time.monotonic() + timeout
+        result: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            result = self.query(expr)
+            if any(math.isfinite(float(sample["value"][1])) for sample in result):
+                return result
+            time.sleep(0.5)
+        raise AssertionError(f"{expr} returned no finite value in {timeout}s: {result}")
+
+    def logs(self) -> str:
+        """Prometheus's output so far."""
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+    def stop(self) -> None:
+        """Stop Prometheus gracefully, then for good."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
