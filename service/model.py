@@ -227,7 +227,7 @@ class Predictor:
             if model is not None:
                 served[version] = model
                 if not self._served:
-                    self._publish(served)  # ready as soon as the default version is
+                    self._publish(dict(served))  # ready as soon as the default version is
                 if self.policy.kind == "latest":
                     break
         if served:
@@ -265,7 +265,15 @@ class Predictor:
             )
         self._served = served
         self.error = None
-        self._ready.set()
+        if not self._ready.is_set():
+            default = served[max(served)]
+            log.info(
+                "model %s version %d ready in %.2fs",
+                default.metadata.get("name"),
+                default.version,
+                default.load_seconds,
+            )
+            self._ready.set()
 
     def _no_version_error(self, folders: dict[int, Path]) -> str:
         """Explain why nothing is served yet, for /readyz."""

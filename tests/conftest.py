@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -134,8 +135,10 @@ class LiveServer:
         raise AssertionError(f"server not ready in {timeout}s:\n{self.logs()}")
 
     def workers_serving(self) -> int:
-        """How many workers have logged serving a model: /readyz only reaches one of them."""
-        return self.log_path.read_text(errors="replace").count("serving model ")
+        """How many workers have logged their model ready: /readyz only reaches one of them."""
+        return len(
+            re.findall(r"model \S+ version \d+ ready in", self.log_path.read_text(errors="replace"))
+        )
 
     def logs(self) -> str:
         """The server's output so far."""
