@@ -9,6 +9,8 @@ from flask import Flask
 
 from service import errors, instrumentation
 from service.model import Predictor
+from service.protocols.kserve_v2 import v2
+from service.protocols.tf_serving import v1
 from service.routes import api
 from service.settings import Settings
 
@@ -21,11 +23,18 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False  # keep probabilities in class order
     app.extensions["settings"] = settings
     predictor = Predictor(
-        Path(settings.model_dir), settings.warmup, settings.tf_threads, name=settings.model_name
+        Path(settings.model_dir),
+        settings.warmup,
+        settings.tf_threads,
+        settings.model_versions,
+        settings.model_poll_seconds,
+        name=settings.model_name,
     )
     app.extensions["predictor"] = predictor
     errors.register_error_handlers(app)
     instrumentation.init_app(app)
     app.register_blueprint(api)
+    app.register_blueprint(v1)
+    app.register_blueprint(v2)
     predictor.start()
     return app

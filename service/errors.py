@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 from http import HTTPStatus
 
-from flask import Flask, Response, g, has_request_context, jsonify
+from flask import Flask, Response, g, has_request_context, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+# TensorFlow Serving (/v1) and the Open Inference Protocol (/v2) answer errors {"error": "..."};
+# our stable code rides along as "code", which their clients ignore.
+PROTOCOL_PREFIXES = ("/v1/", "/v2/")
 
 
 class ServiceError(Exception):
@@ -103,8 +106,20 @@ class ModelNotFound(ServiceError):
     status, code = 404, "model_not_found"
 
 
+class ModelVersionNotFound(ModelNotFound):
+    """The request names a model version that is not served (absent, broken, or not listed)."""
+
+    status, code = 404, "model_version_not_found"
+
+
+class InvalidTensor(ServiceError):
+    """A protocol request's tensor has the wrong name, datatype, shape, size or values."""
+
+    status, code = 400, "invalid_tensor"
+
+
 class ModelNotReady(ServiceError):
-    """No model version is loaded yet (or the one asked for is not served)."""
+    """No model version is loaded yet."""
 
     status, code = 503, "model_not_ready"
 
@@ -127,6 +142,24 @@ def problem(status: int, code: str, detail: str, headers: dict[str, str] | None 
     return response
 
 
+def protocol_error(status: int, code: str, detail: str, headers: dict[str, str] | None) -> Response:
+    """Build the {"error": "..."} body that TF Serving and KServe v2 clients read."""
+    g.error_code = code
+    response = jsonify(error=detail, code=code)
+    response.status_code = status
+    response.headers.update(headers or {})
+    return response
+
+
+def error_response(
+    status: int, code: str, detail: str, headers: dict[str, str] | None = None
+) -> Response:
+    """Answer in the request's protocol's form under /v1 and /v2, else as RFC 9457 problem JSON."""
+    if has_request_context() and (request.path + "/").startswith(PROTOCOL_PREFIXES):
+        return protocol_error(status, code, detail, headers)
+    return problem(status, code, detail, headers)
+
+
 def http_error_code(error: HTTPException) -> str:
     """Name Werkzeug's HTTP errors in the same snake_case style as ours."""
     if error.code == 413:
@@ -135,19 +168,21 @@ def http_error_code(error: HTTPException) -> str:
 
 
 def register_error_handlers(app: Flask) -> None:
-    """Map ServiceError, Werkzeug HTTP errors and anything unexpected to problem JSON."""
+    """Map ServiceError, Werkzeug HTTP errors and anything unexpected to JSON errors."""
 
     @app.errorhandler(ServiceError)
     def service_error(error: ServiceError) -> Response:
-        return problem(error.status, error.code, error.detail, error.headers)
+        return error_response(error.status, error.code, error.detail, error.headers)
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:
         headers = dict(error.get_headers())
         headers.pop("Content-Type", None)
-        return problem(error.code or 500, http_error_code(error), error.description or "", headers)
+        return error_response(
+            error.code or 500, http_error_code(error), error.description or "", headers
+        )
 
     @app.errorhandler(Exception)
     def unexpected_error(error: Exception) -> Response:
         log.exception("unhandled error")
-        return problem(500, "internal_error", "The server failed; the error was logged.")
+        return error_response(500, "internal_error", "The server failed; the error was logged.")

@@ -42,33 +42,6 @@ def readyz() -> tuple[Response, int]:
     return jsonify(status="ready", model=settings().model_name, version=model.version), 200
 
 
-@api.get("/v1/models/<name>")
-def model_status(name: str) -> Response:
-    """Model status and metadata: versions, state, signature, class names, accuracy."""
-    model = _model_named(name)
-    meta = model.metadata
-    return jsonify(
-        model_version_status=[
-            {
-                "version": str(model.version),
-                "state": "AVAILABLE",
-                "status": {"error_code": "OK", "error_message": ""},
-            }
-        ],
-        metadata={
-            "name": settings().model_name,
-            "version": model.version,
-            "signature_name": meta["signature_name"],
-            "inputs": meta["input"],
-            "outputs": meta["output"],
-            "class_names": model.class_names,
-            "test_accuracy": meta["metrics"]["accuracy"],
-            "parameters": meta.get("parameters"),
-            "created": meta.get("created"),
-        },
-    )
-
-
 @api.post("/predict")
 def predict() -> Response:
     """Classify one or more images from a multipart, raw-image or JSON request."""
@@ -76,26 +49,26 @@ def predict() -> Response:
     options = read_options(read_parameters(request), len(model.class_names))
     images = read_images(request, settings(), options.invert)
     g.images = len(images)
-    model, probabilities = _run_model(images)
+    model, probabilities = run_model(images)
     return jsonify(
         model={"name": settings().model_name, "version": model.version},
         predictions=[_prediction(row, model.class_names, options) for row in probabilities],
     )
 
 
-def _model_named(name: str) -> LoadedModel:
-    """Return the served model if `name` is its name."""
+def model_named(name: str, version: int | None = None) -> LoadedModel:
+    """Return the served model's default or given version if `name` is its name."""
     if name != settings().model_name:
         raise ModelNotFound(
             f"No model named {name!r}; this server serves {settings().model_name!r}."
         )
-    return predictor().current()
+    return predictor().current(version)
 
 
-def _run_model(images: np.ndarray) -> tuple[LoadedModel, np.ndarray]:
+def run_model(images: np.ndarray, version: int | None = None) -> tuple[LoadedModel, np.ndarray]:
     """Call the model on a batch, recording batch size, latency and predicted classes."""
     started = time.perf_counter()
-    model, probabilities = predictor().predict(images)
+    model, probabilities = predictor().predict(images, version)
     metrics.INFERENCE_LATENCY.observe(time.perf_counter() - started)
     metrics.BATCH_SIZE.observe(len(images))
     for row in probabilities:

@@ -17,6 +17,10 @@ class Settings:
 
     model_dir: Path = Path("models/fashion_mnist")
     """Folder holding one integer-named SavedModel folder per model version."""
+    model_versions: str = "latest"
+    """Versions served: "latest" (the newest that loads), "all", or a comma list such as "1,3"."""
+    model_poll_seconds: float = 10.0
+    """Seconds between rescans of model_dir for new or removed versions (0: scan only at start)."""
     model_name: str = "fashion_mnist"
     """Name the model is served under, in responses and routes."""
     max_body_bytes: int = 10 * 1024 * 1024

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -65,7 +66,8 @@ def app(tiny_model_dir: Path):
     app = create_app({"model_dir": tiny_model_dir})
     app.config["TESTING"] = True
     assert app.extensions["predictor"].wait_ready(60), app.extensions["predictor"].error
-    return app
+    yield app
+    app.extensions["predictor"].stop()  # end its rescans of the model folder
 
 
 @pytest.fixture
@@ -120,17 +122,24 @@ class LiveServer:
         return self
 
     def wait_ready(self, timeout: float = 90) -> None:
-        """Poll /readyz until it answers 200, or fail with the server's log."""
+        """Poll /readyz until it answers 200 and every worker serves, or fail with the log."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.process is not None and self.process.poll() is None, self.logs()
             try:
-                if requests.get(self.url + "/readyz", timeout=2).status_code == 200:
+                ready = requests.get(self.url + "/readyz", timeout=2).status_code == 200
+                if ready and self.workers_serving() >= int(self.env.get("FMNIST_WORKERS", "2")):
                     return
             except requests.RequestException:
                 pass
             time.sleep(0.2)
         raise AssertionError(f"server not ready in {timeout}s:\n{self.logs()}")
+
+    def workers_serving(self) -> int:
+        """How many workers have logged their model ready: /readyz only reaches one of them."""
+        return len(
+            re.findall(r"model \S+ version \d+ ready in", self.log_path.read_text(errors="replace"))
+        )
 
     def logs(self) -> str:
         """The server's output so far."""

@@ -224,7 +224,7 @@ def test_unknown_routes_and_wrong_methods_answer_json(client):
 def test_an_unexpected_failure_is_a_json_500_without_traceback(app, monkeypatch):
     predictor = app.extensions["predictor"]
 
-    def explode(images):
+    def explode(images, version=None):
         raise RuntimeError("secret internal detail")
 
     monkeypatch.setattr(predictor, "predict", explode)

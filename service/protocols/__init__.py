@@ -1,0 +1,1 @@
+"""Standard inference protocols spoken beside /predict: TensorFlow Serving REST and KServe v2."""

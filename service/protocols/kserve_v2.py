@@ -1,0 +1,222 @@
+"""The Open Inference Protocol (KServe v2) over REST, with the binary tensor data extension.
+
+One input, the model's (UINT8 or FP32 pixels 0 to 255, shape [N, 28, 28] or [N, 28, 28, 1]),
+one output: FP32 probabilities [N, 10]. Errors are {"error": "..."} (see service/errors.py).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from flask import Blueprint, Response, current_app, g, jsonify, request
+
+from service.errors import (
+    InvalidTensor,
+    MalformedRequest,
+    ModelNotReady,
+    ModelVersionNotFound,
+    UnsupportedMediaType,
+)
+from service.model import LoadedModel
+from service.protocols.tensors import flat_array, image_count, parse_json, to_images
+from service.routes import model_named, predictor, run_model, settings
+
+v2 = Blueprint("kserve_v2", __name__, url_prefix="/v2")
+
+SERVER_NAME = "fashion-mnist-serving"
+SERVER_VERSION = "0.1.0"  # pyproject.toml's version (a test keeps them equal)
+EXTENSIONS = ["binary_tensor_data"]
+PLATFORM = "tensorflow_savedmodel"  # Triton's name for a TensorFlow SavedModel
+HEADER_LENGTH = "Inference-Header-Content-Length"
+DATATYPES = {"UINT8": np.dtype("u1"), "FP32": np.dtype("<f4")}
+METADATA_DATATYPES = {"uint8": "UINT8", "float32": "FP32"}
+MAX_DIGITS = 18  # longer numbers are no version or length here (and int() refuses 4300+ digits)
+
+
+@v2.get("")
+def server_metadata() -> Response:
+    """Server name, version and protocol extensions."""
+    return jsonify(name=SERVER_NAME, version=SERVER_VERSION, extensions=EXTENSIONS)
+
+
+@v2.get("/health/live")
+def live() -> Response:
+    """Liveness: 200, empty body, as soon as the worker answers."""
+    return Response(status=200)
+
+
+@v2.get("/health/ready")
+def ready() -> Response:
+    """Readiness: 200 once the default version is loaded and warmed up, else 400 (4xx: false)."""
+    return Response(status=200 if predictor().ready else 400)
+
+
+@v2.get("/models/<name>/ready", defaults={"version": None})
+@v2.get("/models/<name>/versions/<version>/ready")
+def model_ready(name: str, version: str | None) -> Response:
+    """Model readiness: 200 if that version is served; 400 while loading; 404 if unknown."""
+    try:
+        model_named(name, parse_version(version))
+    except ModelNotReady:
+        return Response(status=400)
+    return Response(status=200)
+
+
+@v2.get("/models/<name>", defaults={"version": None})
+@v2.get("/models/<name>/versions/<version>")
+def model_metadata(name: str, version: str | None) -> Response:
+    """Model metadata: served versions, platform, input and output tensors."""
+    model = model_named(name, parse_version(version))
+    return jsonify(
+        name=settings().model_name,
+        versions=[str(v) for v in sorted(predictor().served)],
+        platform=PLATFORM,
+        inputs=[tensor_metadata(model.metadata["input"])],
+        outputs=[tensor_metadata(model.metadata["output"])],
+    )
+
+
+@v2.post("/models/<name>/infer", defaults={"version": None})
+@v2.post("/models/<name>/versions/<version>/infer")
+def infer(name: str, version: str | None) -> Response:
+    """Classify a batch of images given as one tensor, in JSON or as binary data."""
+    number = parse_version(version)
+    model = model_named(name, number)
+    document, binary = read_body()
+    images = read_images(document, binary, model, settings().max_batch)
+    binary = binary_output(document, model.output_name)
+    g.images = len(images)
+    model, probabilities = run_model(images, number)
+    return inference_response(document, model, probabilities, binary)
+
+
+def parse_version(text: str | None) -> int | None:
+    """Read a URL's version; anything not an integer names no version we serve."""
+    if text is None:
+        return None
+    if not (text.isascii() and text.isdigit() and len(text) <= MAX_DIGITS):
+        raise ModelVersionNotFound(f"Version {text[:40]!r} is not served.")
+    return int(text)
+
+
+def tensor_metadata(spec: dict[str, Any]) -> dict[str, Any]:
+    """Describe a tensor of metadata.json the protocol's way: -1 for the batch dimension."""
+    return {
+        "name": spec["name"],
+        "datatype": METADATA_DATATYPES[spec["dtype"]],
+        "shape": [-1 if size is None else size for size in spec["shape"]],
+    }
+
+
+def read_body() -> tuple[dict[str, Any], bytes]:
+    """Split the body into the JSON inference request and the binary tensor data after it."""
+    if request.content_encoding not in (None, "", "identity"):
+        raise UnsupportedMediaType(f"Content-Encoding {request.content_encoding} is not accepted.")
+    body = request.get_data(cache=False)
+    header = request.headers.get(HEADER_LENGTH)
+    if header is None:
+        length = len(body)
+    elif (
+        header.isascii()
+        and header.isdigit()
+        and len(header) <= MAX_DIGITS
+        and int(header) <= len(body)
+    ):
+        length = int(header)
+    else:
+        raise MalformedRequest(f"{HEADER_LENGTH} must be a byte count within the body.")
+    document = parse_json(body[:length])
+    if not isinstance(document, dict) or not isinstance(document.get("inputs"), list):
+        raise MalformedRequest('The body must be an inference request with an "inputs" list.')
+    return document, body[length:]
+
+
+def read_images(
+    document: dict[str, Any], binary: bytes, model: LoadedModel, max_batch: int
+) -> np.ndarray:
+    """Validate the one input tensor and return it as a uint8 batch [N, 28, 28]."""
+    inputs = document["inputs"]
+    if len(inputs) != 1 or not isinstance(inputs[0], dict):
+        raise InvalidTensor(f"Send exactly one input tensor, {model.input_name!r}.")
+    tensor = inputs[0]
+    if tensor.get("name") != model.input_name:
+        raise InvalidTensor(
+            f"Unknown input {tensor.get('name')!r}; the model's input is {model.input_name!r}."
+        )
+    datatype = tensor.get("datatype")
+    if datatype not in DATATYPES:
+        raise InvalidTensor(f"Datatype {datatype!r} is not accepted; send UINT8 or FP32.")
+    shape = tensor.get("shape")
+    if not isinstance(shape, list) or not all(type(size) is int and size >= 0 for size in shape):
+        raise InvalidTensor("The input shape must be a list of non-negative integers.")
+    image_count(tuple(shape), max_batch)
+    values = tensor_values(tensor, datatype, binary)
+    if values.size != math.prod(shape):
+        raise InvalidTensor(f"Shape {shape} needs {math.prod(shape)} values; got {values.size}.")
+    return to_images(values.reshape(shape), max_batch, integers=datatype == "UINT8")
+
+
+def tensor_values(tensor: dict[str, Any], datatype: str, binary: bytes) -> np.ndarray:
+    """Read the tensor's values, flat: from its JSON "data" or from the binary data."""
+    parameters = tensor.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise MalformedRequest("Input parameters must be an object.")
+    size = parameters.get("binary_data_size")
+    if size is None:
+        if binary:
+            raise InvalidTensor("Binary data follows the JSON, but no input has binary_data_size.")
+        if "data" not in tensor:
+            raise InvalidTensor('The input has neither "data" nor a binary_data_size parameter.')
+        return flat_array(tensor["data"])
+    dtype = DATATYPES[datatype]
+    if size != len(binary) or len(binary) % dtype.itemsize:
+        raise InvalidTensor(
+            f"binary_data_size is {size}, but {len(binary)} bytes of {datatype} data follow."
+        )
+    return np.frombuffer(binary, dtype=dtype)
+
+
+def binary_output(document: dict[str, Any], output_name: str) -> bool:
+    """Whether the probabilities go back as binary data, and check any requested outputs."""
+    parameters = document.get("parameters") or {}
+    outputs = document.get("outputs") or []
+    if not isinstance(parameters, dict) or not isinstance(outputs, list):
+        raise MalformedRequest('"parameters" must be an object and "outputs" a list.')
+    binary = parameters.get("binary_data_output") is True
+    for output in outputs:
+        if not isinstance(output, dict) or output.get("name") != output_name:
+            name = output.get("name") if isinstance(output, dict) else output
+            raise InvalidTensor(f"Unknown output {name!r}; the model's output is {output_name!r}.")
+        output_parameters = output.get("parameters") or {}
+        if isinstance(output_parameters, dict) and "binary_data" in output_parameters:
+            binary = output_parameters["binary_data"] is True  # overrides binary_data_output
+    return binary
+
+
+def inference_response(
+    document: dict[str, Any], model: LoadedModel, probabilities: np.ndarray, binary: bool
+) -> Response:
+    """Answer the probabilities as the FP32 output tensor [N, 10], in JSON or binary."""
+    output: dict[str, Any] = {
+        "name": model.output_name,
+        "datatype": "FP32",
+        "shape": list(probabilities.shape),
+    }
+    body: dict[str, Any] = {
+        "model_name": settings().model_name,
+        "model_version": str(model.version),
+    }
+    if "id" in document:
+        body["id"] = document["id"]
+    body["outputs"] = [output]
+    if not binary:
+        output["data"] = probabilities.ravel().tolist()
+        return jsonify(body)
+    data = probabilities.astype("<f4").tobytes()
+    output["parameters"] = {"binary_data_size": len(data)}
+    header = current_app.json.dumps(body).encode()
+    response = Response(header + data, content_type="application/octet-stream")
+    response.headers[HEADER_LENGTH] = str(len(header))
+    return response

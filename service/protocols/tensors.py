@@ -1,0 +1,89 @@
+"""Turn the tensors of protocol requests into the model's uint8 image batch, or refuse them."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from service.errors import BatchTooLarge, InvalidTensor, MalformedRequest
+
+SIZE = 28
+IMAGE_SHAPES = ((SIZE, SIZE), (SIZE, SIZE, 1))
+
+
+def _reject_constant(name: str) -> None:
+    """Refuse NaN and Infinity: no pixel has such a value."""
+    raise MalformedRequest(f"{name} is not a valid value here.")
+
+
+def parse_json(body: bytes) -> Any:
+    """Parse a JSON body, answering 400 (never 500) for anything that is not JSON."""
+    try:
+        return json.loads(body, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as error:
+        raise MalformedRequest(f"The body is not valid JSON: {error}") from None
+
+
+def flat_numbers(data: Any) -> list[int | float]:
+    """Flatten nested JSON lists of numbers in row-major order, refusing anything else.
+
+    Iterative, not recursive: nesting depth comes from the client.
+    """
+    flat: list[int | float] = []
+    pending = [data]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, list):
+            pending.extend(reversed(item))
+        elif isinstance(item, int | float) and not isinstance(item, bool):
+            flat.append(item)
+        else:
+            raise InvalidTensor(f"Tensor data must be numbers; found {json.dumps(item)[:40]}.")
+    return flat
+
+
+def flat_array(data: Any) -> np.ndarray:
+    """Read flat or nested JSON lists of numbers as one flat float64 array."""
+    try:
+        return np.array(flat_numbers(data), dtype=np.float64)
+    except OverflowError:
+        raise InvalidTensor("Tensor data holds a number too large for any pixel.") from None
+
+
+def nested_array(data: Any) -> np.ndarray:
+    """Read a nested JSON list of numbers as a float64 array with its natural shape."""
+    flat_numbers(data)  # type check first: NumPy would quietly take true or "7"
+    try:
+        return np.asarray(data, dtype=np.float64)
+    except (ValueError, OverflowError):
+        raise InvalidTensor("Tensor data must be a regular nested list of numbers.") from None
+
+
+def image_count(shape: tuple[int, ...], max_batch: int) -> int:
+    """Check a tensor shape is [N, 28, 28] or [N, 28, 28, 1] with 1 <= N <= max_batch."""
+    if not shape or shape[0] < 1:
+        raise InvalidTensor("The input holds no image.")
+    if tuple(shape[1:]) not in IMAGE_SHAPES:
+        raise InvalidTensor(
+            f"The input shape must be [N, 28, 28] or [N, 28, 28, 1]; got {list(shape)}."
+        )
+    if shape[0] > max_batch:
+        raise BatchTooLarge(f"{shape[0]} images; the limit is {max_batch} per request.")
+    return shape[0]
+
+
+def to_images(values: np.ndarray, max_batch: int, integers: bool = False) -> np.ndarray:
+    """Validate pixel values 0 to 255 shaped [N, 28, 28(, 1)]; return a uint8 batch [N, 28, 28].
+
+    Fractional values are rounded (as /predict does), unless `integers` demands whole numbers.
+    """
+    count = image_count(values.shape, max_batch)
+    if values.dtype == np.uint8:
+        return values.reshape(count, SIZE, SIZE)
+    if not np.isfinite(values).all() or values.min() < 0 or values.max() > 255:
+        raise InvalidTensor("Pixel values must be finite numbers from 0 to 255.")
+    if integers and not np.array_equal(values, np.rint(values)):
+        raise InvalidTensor("UINT8 tensor data must be whole numbers.")
+    return np.rint(values).astype(np.uint8).reshape(count, SIZE, SIZE)

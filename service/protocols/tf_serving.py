@@ -1,0 +1,118 @@
+"""TensorFlow Serving's REST API: model status, model metadata and predict.
+
+Predict takes the row format {"instances": [...]} or the columnar {"inputs": ...}: pixel values
+0 to 255 shaped [N, 28, 28] or [N, 28, 28, 1]. Errors are {"error": "..."} (service/errors.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, g, jsonify, request
+
+from service.errors import InvalidParameter, InvalidTensor, MalformedRequest, ModelVersionNotFound
+from service.model import LoadedModel
+from service.protocols.tensors import nested_array, parse_json, to_images
+from service.routes import model_named, predictor, run_model, settings
+
+v1 = Blueprint("tf_serving", __name__, url_prefix="/v1/models")
+
+OK = {"error_code": "OK", "error_message": ""}
+
+
+@v1.get("/<name>", defaults={"version": None})
+@v1.get("/<name>/versions/<int:version>")
+def model_status(name: str, version: int | None) -> Response:
+    """Each version's state (TF Serving's GetModelStatusResponse), and the version's metadata."""
+    model_named(name)  # 404 for another name, 503 while loading
+    served, failures = predictor().served, predictor().failures
+    statuses = [
+        {"version": str(v), "state": "AVAILABLE", "status": OK}
+        for v in sorted(served, reverse=True)
+    ] + [
+        {
+            "version": str(v),
+            "state": "END",
+            "status": {"error_code": "UNKNOWN", "error_message": f.message},
+        }
+        for v, f in sorted(failures.items(), reverse=True)
+    ]
+    if version is not None:
+        statuses = [status for status in statuses if status["version"] == str(version)]
+        if not statuses:
+            raise ModelVersionNotFound(f"Version {version} of {name!r} was never found.")
+    body: dict[str, Any] = {"model_version_status": statuses}
+    model = served.get(max(served) if version is None else version)
+    if model is not None:
+        body["metadata"] = describe(model)
+    return jsonify(body)
+
+
+@v1.get("/<name>/metadata", defaults={"version": None})
+@v1.get("/<name>/versions/<int:version>/metadata")
+def model_metadata(name: str, version: int | None) -> Response:
+    """The serving signature, as TF Serving's GetModelMetadataResponse shows it."""
+    model = model_named(name, version)
+    return jsonify(
+        model_spec={
+            "name": settings().model_name,
+            "signature_name": "",
+            "version": str(model.version),
+        },
+        metadata={"signature_def": {"signature_def": {model.signature_name: model.signature_def}}},
+    )
+
+
+@v1.post("/<name>:predict", defaults={"version": None})
+@v1.post("/<name>/versions/<int:version>:predict")
+def predict(name: str, version: int | None) -> Response:
+    """Classify a batch: "instances" answer "predictions", "inputs" answer "outputs"."""
+    model = model_named(name, version)
+    document = parse_json(request.get_data(cache=False))
+    data, columnar = read_request(document, model)
+    images = to_images(nested_array(data), settings().max_batch)
+    g.images = len(images)
+    _, probabilities = run_model(images, version)
+    return jsonify({"outputs" if columnar else "predictions": probabilities.tolist()})
+
+
+def describe(model: LoadedModel) -> dict[str, Any]:
+    """This service's summary of a version: signature, class names, test accuracy."""
+    meta = model.metadata
+    return {
+        "name": settings().model_name,
+        "version": model.version,
+        "signature_name": meta["signature_name"],
+        "inputs": meta["input"],
+        "outputs": meta["output"],
+        "class_names": model.class_names,
+        "test_accuracy": meta["metrics"]["accuracy"],
+        "parameters": meta.get("parameters"),
+        "created": meta.get("created"),
+    }
+
+
+def read_request(document: Any, model: LoadedModel) -> tuple[Any, bool]:
+    """Return the input tensor's nested values, and whether the request was columnar."""
+    if not isinstance(document, dict) or ("instances" in document) == ("inputs" in document):
+        raise MalformedRequest('The body must be a JSON object with "instances" or "inputs".')
+    signature = document.get("signature_name", model.signature_name)
+    if signature != model.signature_name:
+        raise InvalidParameter(
+            f"Serving signature {signature!r} is not found; the model has {model.signature_name!r}."
+        )
+    if "inputs" in document:
+        return named_value(document["inputs"], model.input_name), True
+    instances = document["instances"]
+    if not isinstance(instances, list):
+        raise MalformedRequest('"instances" must be a list, one item per image.')
+    return [named_value(item, model.input_name) for item in instances], False
+
+
+def named_value(value: Any, input_name: str) -> Any:
+    """Unwrap {"<input name>": value}, the form for named inputs; pass a bare value through."""
+    if not isinstance(value, dict):
+        return value
+    if set(value) != {input_name}:
+        raise InvalidTensor(f"Unknown inputs {sorted(value)}; the model's input is {input_name!r}.")
+    return value[input_name]
