@@ -8,11 +8,21 @@ from typing import Any
 from flask import Flask
 
 from service import errors, instrumentation
+from service.batching import BatchingConfig
 from service.model import Predictor
 from service.protocols.kserve_v2 import v2
 from service.protocols.tf_serving import v1
 from service.routes import api
 from service.settings import Settings
+
+
+def batching_config(settings: Settings) -> BatchingConfig | None:
+    """The batcher's configuration, or None when batching is switched off."""
+    if not settings.batching:
+        return None
+    return BatchingConfig(
+        settings.batch_max_size, settings.batch_max_wait_ms / 1000, settings.batch_queue_size
+    )
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -29,6 +39,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         settings.model_versions,
         settings.model_poll_seconds,
         name=settings.model_name,
+        batching=batching_config(settings),
     )
     app.extensions["predictor"] = predictor
     errors.register_error_handlers(app)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 import time
@@ -15,9 +14,16 @@ import numpy as np
 from service import metrics
 from service.errors import Overloaded
 
-log = logging.getLogger(__name__)
-
 PredictFn = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    """How a BatchingPredictor groups requests."""
+
+    max_batch: int
+    max_wait: float
+    max_queue: int
 
 
 @dataclass
@@ -40,11 +46,11 @@ class BatchingPredictor:
     never waits. A full queue refuses new work with 503 instead of growing latency.
     """
 
-    def __init__(self, predict: PredictFn, max_batch: int, max_wait: float, max_queue: int) -> None:
+    def __init__(self, predict: PredictFn, config: BatchingConfig) -> None:
         self._predict = predict
-        self.max_batch = max_batch
-        self.max_wait = max_wait
-        self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
+        self.max_batch = config.max_batch
+        self.max_wait = config.max_wait
+        self._queue: queue.Queue = queue.Queue(maxsize=config.max_queue)
         self._under_load = False
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="batcher", daemon=True)

@@ -99,3 +99,10 @@ def post_fork(server, worker) -> None:  # noqa: ANN001 - gunicorn's Arbiter and 
 def child_exit(server, worker) -> None:  # noqa: ANN001 - gunicorn's Arbiter and Worker
     """Drop a dead worker's live gauges so they stop counting."""
     mark_process_dead(worker.pid)
+
+
+def worker_exit(server, worker) -> None:  # noqa: ANN001 - gunicorn's Arbiter and Worker
+    """Serve whatever the worker's batching queues still hold before it exits."""
+    app = getattr(worker, "wsgi", None)
+    if app is not None:
+        app.extensions["predictor"].stop()

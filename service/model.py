@@ -21,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 
 from service import metrics
+from service.batching import BatchingConfig, BatchingPredictor
 from service.errors import ModelNotReady, ModelVersionNotFound
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ class LoadedModel:
     signature: Any = field(init=False)
     input_name: str = field(init=False)
     output_name: str = field(init=False)
+    batcher: BatchingPredictor | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         """Find the serving signature and its tensor names, as written at export."""
@@ -70,11 +72,19 @@ class LoadedModel:
         return MessageToDict(signature, preserving_proto_field_name=True)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
-        """Return (N, 10) float32 probabilities for uint8 images (N, 28, 28)."""
+        """Return (N, 10) float32 probabilities for uint8 images (N, 28, 28): one model call."""
         import tensorflow as tf
 
+        started = time.perf_counter()
         outputs = self.signature(**{self.input_name: tf.constant(images, dtype=tf.uint8)})
-        return outputs[self.output_name].numpy()
+        probabilities = outputs[self.output_name].numpy()
+        metrics.INFERENCE_LATENCY.observe(time.perf_counter() - started)
+        metrics.BATCH_SIZE.observe(len(images))
+        return probabilities
+
+    def classify(self, images: np.ndarray) -> np.ndarray:
+        """Predict through the batcher when there is one (sharing calls with other requests)."""
+        return self.batcher.predict(images) if self.batcher else self.predict(images)
 
 
 def version_folders(model_dir: Path) -> dict[int, Path]:
@@ -178,10 +188,12 @@ class Predictor:
         versions: str = "latest",
         poll_seconds: float = 0.0,
         *,
-        name: str,
+        name: str = "fashion_mnist",
+        batching: BatchingConfig | None = None,
     ) -> None:
         self.model_dir = model_dir
         self.name = name
+        self.batching = batching
         self.warmup = warmup
         self.tf_threads = tf_threads
         self.policy = VersionPolicy.parse(versions)
@@ -198,8 +210,11 @@ class Predictor:
         threading.Thread(target=self._run, name="model-loader", daemon=True).start()
 
     def stop(self) -> None:
-        """End the background rescans (the served versions stay)."""
+        """End the background rescans and drain every batching queue (at worker exit)."""
         self._stop.set()
+        for model in self._served.values():
+            if model.batcher is not None:
+                model.batcher.close()
 
     def _run(self) -> None:
         """Configure TensorFlow, load what the policy wants, then rescan every poll interval."""
@@ -255,6 +270,8 @@ class Predictor:
             log.exception("model version %d in %s failed to load", version, path)
             return None
         self.failures = {v: f for v, f in self.failures.items() if v != version}
+        if self.batching is not None:
+            model.batcher = BatchingPredictor(model.predict, self.batching)
         log.info("model version %d loaded in %.2fs", version, model.load_seconds)
         return model
 
@@ -285,6 +302,8 @@ class Predictor:
         files), and record how long the default version took to load."""
         for version in self._served.keys() - served.keys():
             metrics.MODEL_INFO.labels(self.name, str(version)).set(0)
+            if self._served[version].batcher is not None:
+                self._served[version].batcher.close()  # serves what it queued, then stops
         for version in served:
             metrics.MODEL_INFO.labels(self.name, str(version)).set(1)
         metrics.MODEL_LOAD_SECONDS.set(served[max(served)].load_seconds)
@@ -337,4 +356,4 @@ class Predictor:
     ) -> tuple[LoadedModel, np.ndarray]:
         """Predict a uint8 batch (N, 28, 28) with the default or given version."""
         model = self.current(version)
-        return model, model.predict(images)
+        return model, model.classify(images)

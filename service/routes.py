@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
@@ -66,11 +65,8 @@ def model_named(name: str, version: int | None = None) -> LoadedModel:
 
 
 def run_model(images: np.ndarray, version: int | None = None) -> tuple[LoadedModel, np.ndarray]:
-    """Call the model on a batch, recording batch size, latency and predicted classes."""
-    started = time.perf_counter()
+    """Classify a request's images, counting predicted classes and confidence."""
     model, probabilities = predictor().predict(images, version)
-    metrics.INFERENCE_LATENCY.observe(time.perf_counter() - started)
-    metrics.BATCH_SIZE.observe(len(images))
     for row in probabilities:
         metrics.PREDICTIONS.labels(model.class_names[int(row.argmax())]).inc()
         metrics.CONFIDENCE.observe(float(row.max()))

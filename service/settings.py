@@ -35,6 +35,14 @@ class Settings:
     """TensorFlow intra-op and inter-op threads per worker (see docs/benchmarks.md)."""
     warmup: bool = True
     """Run one inference after loading, so the first request pays no graph tracing."""
+    batching: bool = True
+    """Group concurrent requests of a worker into one model call (service/batching.py)."""
+    batch_max_size: int = 64
+    """Most images in one batched model call."""
+    batch_max_wait_ms: float = 2.0
+    """Longest a request waits for batch-mates, only while the worker is under load."""
+    batch_queue_size: int = 256
+    """Requests a worker queues for the model before answering 503 overloaded."""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:

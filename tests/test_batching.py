@@ -7,8 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+import requests
 
-from service.batching import BatchingPredictor
+from service.batching import BatchingConfig, BatchingPredictor
 from service.errors import Overloaded
 
 
@@ -35,7 +36,7 @@ def images_of(value: int, count: int = 1) -> np.ndarray:
 
 def test_results_map_back_to_their_requests_under_concurrency():
     model = RecordingModel()
-    batcher = BatchingPredictor(model, max_batch=32, max_wait=0.005, max_queue=1000)
+    batcher = BatchingPredictor(model, BatchingConfig(32, 0.005, 1000))
     requests = [images_of(v % 250, 1 + v % 3) for v in range(300)]
     with ThreadPoolExecutor(32) as pool:
         results = list(pool.map(batcher.predict, requests))
@@ -50,7 +51,7 @@ def test_results_map_back_to_their_requests_under_concurrency():
 def test_a_failing_item_does_not_fail_its_batch_mates():
     gate = threading.Event()
     model = RecordingModel(delay=gate)
-    batcher = BatchingPredictor(model, max_batch=64, max_wait=0.05, max_queue=100)
+    batcher = BatchingPredictor(model, BatchingConfig(64, 0.05, 100))
     with ThreadPoolExecutor(8) as pool:
         futures = [pool.submit(batcher.predict, images_of(v)) for v in (1, 255, 2, 3, 4)]
         gate.set()
@@ -67,7 +68,7 @@ def test_a_failing_item_does_not_fail_its_batch_mates():
 def test_close_drains_the_queue():
     gate = threading.Event()
     model = RecordingModel(delay=gate)
-    batcher = BatchingPredictor(model, max_batch=2, max_wait=0, max_queue=100)
+    batcher = BatchingPredictor(model, BatchingConfig(2, 0, 100))
     with ThreadPoolExecutor(10) as pool:
         futures = [pool.submit(batcher.predict, images_of(v)) for v in range(10)]
         closing = pool.submit(batcher.close)
@@ -80,7 +81,7 @@ def test_close_drains_the_queue():
 
 def test_a_full_queue_answers_overloaded_at_once():
     gate = threading.Event()
-    batcher = BatchingPredictor(RecordingModel(delay=gate), max_batch=1, max_wait=0, max_queue=2)
+    batcher = BatchingPredictor(RecordingModel(delay=gate), BatchingConfig(1, 0, 2))
     with ThreadPoolExecutor(8) as pool:
         futures = [pool.submit(batcher.predict, images_of(v)) for v in range(8)]
         refused = 0
@@ -99,8 +100,42 @@ def test_a_full_queue_answers_overloaded_at_once():
 
 def test_a_lone_request_is_not_held_back():
     model = RecordingModel()
-    batcher = BatchingPredictor(model, max_batch=64, max_wait=10.0, max_queue=10)
+    batcher = BatchingPredictor(model, BatchingConfig(64, 10.0, 10))
     for value in range(3):
         assert batcher.predict(images_of(value))[0, 0] == value  # would take 10 s if it waited
     batcher.close()
     assert model.calls == [1, 1, 1]
+
+
+@pytest.mark.slow
+def test_concurrent_uploads_share_model_calls_in_a_real_server(live_server):
+    from tests.images import encode, garment
+    from tests.test_metrics import scrape, total
+
+    pixels = [garment(label) for label in range(10)]
+    uploads = [encode(pixels[i % 10]) for i in range(96)]
+    before = scrape(live_server)
+
+    def post(data: bytes) -> dict:
+        response = requests.post(
+            live_server.url + "/predict",
+            data=data,
+            headers={"Content-Type": "image/png"},
+            timeout=60,
+        )
+        assert response.status_code == 200, response.text
+        return response.json()["predictions"][0]["probabilities"]
+
+    with ThreadPoolExecutor(32) as pool:
+        results = list(pool.map(post, uploads))
+    after = scrape(live_server)
+    calls = total(after, "fmnist_batch_size_images_count") - total(
+        before, "fmnist_batch_size_images_count"
+    )
+    images = total(after, "fmnist_batch_size_images_sum") - total(
+        before, "fmnist_batch_size_images_sum"
+    )
+    assert images == 96
+    assert calls < 96, "no two concurrent requests ever shared a model call"
+    for index, probabilities in enumerate(results):  # each answer belongs to its own upload
+        assert probabilities == pytest.approx(results[index % 10], abs=1e-5)
