@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 
 from service.errors import BatchTooLarge, InvalidTensor, MalformedRequest
+from service.model import SIZE
 
-SIZE = 28
 IMAGE_SHAPES = ((SIZE, SIZE), (SIZE, SIZE, 1))
 
 
