@@ -1,0 +1,45 @@
+# The service image: `docker compose up` builds it; deploy/k8s/ runs it.
+
+# python:3.11-slim (Python 3.11.16 on Debian trixie), pinned by its multi-arch index digest:
+# a rebuild gets the same base until someone bumps the tag and the digest together.
+FROM python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7 AS base
+
+# Builder: the pinned requirements in a virtual environment. Every requirement is a binary
+# wheel, so no compiler is needed; the stage keeps pip and its work out of the runtime image.
+FROM base AS builder
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/venv
+COPY requirements.txt /tmp/requirements.txt
+RUN /opt/venv/bin/pip install --no-cache-dir --requirement /tmp/requirements.txt
+
+# Runtime: the venv, the entry script, the service and the shipped model; nothing else.
+FROM base AS runtime
+# /tmp is the one writable path (a tmpfs in docker-compose.yml, an emptyDir in deploy/k8s/):
+# the metrics directory, temporary files and HOME (the user has none) all live there, so
+# the root filesystem can be mounted read-only.
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp \
+    TMPDIR=/tmp \
+    PROMETHEUS_MULTIPROC_DIR=/tmp/fmnist-metrics \
+    PORT=8000 \
+    FMNIST_METRICS_PORT=9100
+RUN groupadd --system --gid 10001 fmnist \
+    && useradd --system --uid 10001 --gid fmnist --no-create-home --shell /usr/sbin/nologin fmnist
+WORKDIR /app
+# Copied as root and left root-owned: the service user reads its code and model, never changes them.
+COPY --from=builder /opt/venv /opt/venv
+COPY bin/ bin/
+COPY service/ service/
+COPY models/ models/
+USER 10001:10001
+EXPOSE 8000 9100
+# Ready, not merely alive: the model is loaded and warmed up (GET /readyz answers 200).
+# Python's standard library makes the request, so the image needs no curl.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('PORT', '8000') + '/readyz', timeout=4)"]
+# The entry script of `make serve` and the end-to-end tests: it empties the metrics directory,
+# then execs gunicorn, which as PID 1 gets SIGTERM and drains in-flight requests.
+CMD ["bin/serve"]
