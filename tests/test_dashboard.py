@@ -103,18 +103,15 @@ def test_every_query_parses_as_promql(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_every_query_returns_data_from_a_real_prometheus(request):
-    """Each dashboard query returns at least one series from a Prometheus scraping a live server.
+@pytest.mark.slow
+def test_every_query_returns_data_from_a_real_prometheus(prometheus, live_server):
+    """Each dashboard query returns data from a real Prometheus scraping a live server."""
+    from tests.test_metrics import query_under_traffic
 
-    WIRED AT MERGE: this expects the `prometheus` fixture of the metrics tests (branch
-    `metrics`): a real Prometheus that has scraped a live server (bin/serve) after it answered
-    successful /predict requests and at least one client error (4xx), with two or more scrapes
-    inside the last minute. `prometheus.query(expr)` runs an instant query and returns the
-    result list of Prometheus's JSON answer (`data.result`), raising on a PromQL error.
-    """
-    try:
-        prometheus = request.getfixturevalue("prometheus")
-    except pytest.FixtureLookupError:
-        pytest.skip("the real-Prometheus fixture `prometheus` arrives with the metrics branch")
-    empty = [q for q in dashboard_queries(load_dashboard(), window="1m") if not prometheus.query(q)]
+    empty = []
+    for query in dashboard_queries(load_dashboard(), window="1m"):
+        try:
+            query_under_traffic(prometheus, live_server.url, query, timeout=45)
+        except AssertionError:
+            empty.append(query)
     assert not empty, f"queries without data: {empty}"
