@@ -7,7 +7,7 @@ PORT ?= 8000
 DATA_DIR ?=
 TRAIN_ARGS ?=
 
-.PHONY: install serve train test lint fmt clean
+.PHONY: install serve train test lint fmt bench clean
 
 install: $(VENV)/.installed
 
@@ -25,6 +25,10 @@ train: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# Load benchmark (needs wrk: apt-get install wrk); writes docs/benchmarks.md.
+bench: install
+	$(BIN)/python benchmarks/load.py --sweep
 
 lint: install
 	$(BIN)/ruff check .
