@@ -9,6 +9,8 @@ from flask import Flask
 
 from service import errors, instrumentation
 from service.model import Predictor
+from service.openapi import openapi
+from service.page import page
 from service.routes import api
 from service.settings import Settings
 
@@ -25,5 +27,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     errors.register_error_handlers(app)
     instrumentation.init_app(app)
     app.register_blueprint(api)
+    app.register_blueprint(page)
+    app.register_blueprint(openapi)
     predictor.start()
     return app
