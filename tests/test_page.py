@@ -191,10 +191,10 @@ def test_the_page_works_from_the_keyboard_and_by_drag_and_drop(page):
     assert np.array_equal(first, pixels)  # 28x28 light on black reaches the model as is
 
     # Changing the background choice classifies the same file again, inverted this time.
+    first_url = page.locator("#model-input").get_attribute("src")
     page.select_option("#invert-select", "true")
     page.wait_for_function(
-        "first => document.querySelector('#model-input').src !== first",
-        arg=page.locator("#model-input").get_attribute("src"),
+        "first => document.querySelector('#model-input').src !== first", arg=first_url
     )
     assert np.array_equal(shown_model_input(page), 255 - first)
 

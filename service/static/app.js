@@ -16,6 +16,7 @@ const bars = document.getElementById("bars");
 
 let currentFile = null;
 let objectUrls = [];
+let latestRequest = 0;
 
 /** Format a probability as a percentage with one decimal. */
 function percent(p) {
@@ -88,6 +89,7 @@ function showError(message) {
 
 /** Send the file to both endpoints and show the model's input and prediction. */
 async function classify(file) {
+  const request = ++latestRequest;
   currentFile = file;
   errorLine.hidden = true;
   statusLine.textContent = `Classifying ${file.name}…`;
@@ -99,9 +101,13 @@ async function classify(file) {
       fetch("/predict", { method: "POST", body: formFor(file) }),
     ]);
   } catch (error) {
-    showError(`The service could not be reached (${error.message}).`);
+    if (request === latestRequest) {
+      showError(`The service could not be reached (${error.message}).`);
+    }
     return;
   }
+  // A newer choice (another file, another background) may have answered first: it wins.
+  if (request !== latestRequest) return;
   for (const response of [preprocessed, predicted]) {
     if (!response.ok) {
       showError(`${file.name} could not be classified: ${await problemText(response)}`);
@@ -109,12 +115,14 @@ async function classify(file) {
     }
   }
   const body = await predicted.json();
+  const png = await preprocessed.blob();
+  if (request !== latestRequest) return;
   const prediction = body.predictions[0];
   releaseUrls();
   originalFigure.hidden = false;
   original.alt = `Your upload, ${file.name}`;
   showBlob(original, file);
-  showBlob(modelInput, await preprocessed.blob());
+  showBlob(modelInput, png);
   label.textContent = prediction.label;
   confidence.textContent = `${percent(prediction.confidence)} likely`;
   drawBars(prediction.probabilities, prediction.label);
