@@ -1,7 +1,9 @@
 """The OpenAPI 3.1 document of the service, built in this one module and served at /openapi.json.
 
-To document a new route, add its operations to `paths()`; tests/test_openapi.py fails until
-every route of the app is documented, and every documented path is a route.
+To document a new route, add its operations to `paths()` (one function per operation, as
+below; `problem_response` builds an error answer). tests/test_openapi.py fails until every route
+of the app is documented and every documented path is a route, and until every error code of
+service/errors.py is named by some operation here and by the README's table of errors.
 """
 
 from __future__ import annotations
@@ -12,11 +14,11 @@ from flask import Blueprint, Response, current_app, jsonify
 
 from service import errors
 from service.inputs import IMAGE_FIELD, INVERT_VALUES, RAW_IMAGE_TYPES
+from service.preprocessing import SIZE
 from service.settings import Settings
 
 OPENAPI_VERSION = "3.1.0"
-SIZE = 28
-NUM_CLASSES = 10
+NUM_CLASSES = 10  # Fashion-MNIST's; their names are in GET /v1/models/{name}
 
 # Werkzeug's own HTTP errors, named by service.errors.http_error_code.
 NOT_FOUND = "not_found"
