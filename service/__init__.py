@@ -10,6 +10,8 @@ from flask import Flask
 from service import errors, instrumentation
 from service.batching import BatchingConfig
 from service.model import Predictor
+from service.openapi import openapi
+from service.page import page
 from service.protocols.kserve_v2 import v2
 from service.protocols.tf_serving import v1
 from service.routes import api
@@ -47,5 +49,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(api)
     app.register_blueprint(v1)
     app.register_blueprint(v2)
+    app.register_blueprint(page)
+    app.register_blueprint(openapi)
     predictor.start()
     return app

@@ -40,13 +40,19 @@ class PredictOptions:
 def read_options(values: MultiDict[str, str], num_classes: int) -> PredictOptions:
     """Validate the `top_k` and `invert` parameters (query string or form fields)."""
     top_k = values.get("top_k")
-    if top_k is not None:
-        if not top_k.isdigit() or not 1 <= int(top_k) <= num_classes:
-            raise InvalidParameter(f"top_k must be an integer from 1 to {num_classes}.")
+    # Compare spellings, not int(top_k): str.isdigit() takes "²", which int() refuses, and
+    # int() refuses numbers of over 4300 digits; both were answered 500.
+    if top_k is not None and top_k not in {str(k) for k in range(1, num_classes + 1)}:
+        raise InvalidParameter(f"top_k must be an integer from 1 to {num_classes}.")
+    return PredictOptions(int(top_k) if top_k else None, read_invert(values))
+
+
+def read_invert(values: MultiDict[str, str]) -> Invert:
+    """Validate the `invert` parameter, the one /predict and /preprocess share."""
     invert = values.get("invert", "auto").lower()
     if invert not in INVERT_VALUES:
         raise InvalidParameter("invert must be auto, true or false.")
-    return PredictOptions(int(top_k) if top_k else None, invert)  # type: ignore[arg-type]
+    return invert  # type: ignore[return-value]
 
 
 def read_parameters(request: Request) -> MultiDict[str, str]:

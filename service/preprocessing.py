@@ -161,7 +161,7 @@ def pixels_from_array(instance: Any) -> np.ndarray:
     """Validate a 28x28 (or 28x28x1) nested list of numbers 0 to 255; return uint8 pixels."""
     try:
         pixels = np.asarray(instance, dtype=np.float64)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):  # OverflowError: integers beyond float64
         raise InvalidPixels("Pixel arrays must be 28 rows of 28 numbers.") from None
     if pixels.shape == (SIZE, SIZE, 1):
         pixels = pixels[..., 0]

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+import io
 from typing import Any
 
 import numpy as np
 from flask import Blueprint, Response, current_app, g, jsonify, request
+from PIL import Image
 
 from service import metrics
 from service.errors import ModelNotFound
-from service.inputs import PredictOptions, read_images, read_options, read_parameters
+from service.inputs import (
+    PredictOptions,
+    read_images,
+    read_invert,
+    read_options,
+    read_parameters,
+)
 from service.model import LoadedModel, Predictor
 from service.settings import Settings
 
@@ -53,6 +62,18 @@ def predict() -> Response:
         model={"name": settings().model_name, "version": model.version},
         predictions=[_prediction(row, model.class_names, options) for row in probabilities],
     )
+
+
+@api.post("/preprocess")
+def preprocess() -> Response:
+    """Return, as a PNG, the 28x28 image /predict would give the model for this upload."""
+    invert = read_invert(read_parameters(request))
+    # The same parsing as /predict, with a batch limit of one: one PNG answers one image.
+    images = read_images(request, dataclasses.replace(settings(), max_batch=1), invert)
+    g.images = len(images)
+    buffer = io.BytesIO()
+    Image.fromarray(images[0]).save(buffer, format="PNG")
+    return Response(buffer.getvalue(), mimetype="image/png")
 
 
 def model_named(name: str, version: int | None = None) -> LoadedModel:

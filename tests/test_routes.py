@@ -163,6 +163,7 @@ BIG_PNG = encode(Image.new("L", (6000, 5000)))
         ({"json": {"instances": [7]}}, 400, "malformed_request"),
         ({"json": {"instances": [[[0] * 28] * 27]}}, 422, "invalid_pixels"),
         ({"json": {"instances": [[[300] * 28] * 28]}}, 422, "invalid_pixels"),
+        ({"json": {"instances": [[[10**400] * 28] * 28]}}, 422, "invalid_pixels"),
         (
             {"data": '{"instances": [[[NaN]]]}', "content_type": "application/json"},
             400,
@@ -196,6 +197,8 @@ def test_bad_requests_get_problem_json(client, kwargs, status, code):
         ("top_k=0", "invalid_parameter"),
         ("top_k=11", "invalid_parameter"),
         ("top_k=x", "invalid_parameter"),
+        ("top_k=%C2%B2", "invalid_parameter"),  # "²": str.isdigit() says yes, int() says no
+        ("top_k=" + "9" * 5000, "invalid_parameter"),  # over int()'s 4300-digit limit
         ("invert=maybe", "invalid_parameter"),
     ],
 )

@@ -1,0 +1,144 @@
+"""The OpenAPI document: it names every route and error code, and schemathesis holds the live
+service to it."""
+
+from __future__ import annotations
+
+import copy
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import schemathesis
+
+from service import errors
+from service.openapi import document
+from service.settings import Settings
+from tests.conftest import ROOT, LiveServer
+
+# Flask adds these to every route by itself; HTTP defines them from GET and the Allow header.
+IMPLICIT_METHODS = {"HEAD", "OPTIONS"}
+SCHEMATHESIS_CONFIG = ROOT / "tests" / "schemathesis.toml"
+ARTIFACTS = ROOT / "test-artifacts" / "schemathesis"
+
+
+def openapi_path(rule: str) -> str:
+    """Spell a Flask rule as an OpenAPI path template: /v1/models/<name> -> /v1/models/{name}."""
+    return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule)
+
+
+def service_errors() -> list[type[errors.ServiceError]]:
+    """Every subclass of ServiceError, however deep."""
+    found, pending = [], [errors.ServiceError]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        found.append(cls)
+    return found[1:]
+
+
+def readme_error_codes() -> set[str]:
+    """The codes in the README's table of errors."""
+    section = (ROOT / "README.md").read_text().split("### Errors", 1)[1].split("\n### ", 1)[0]
+    rows = [line.split("|") for line in section.splitlines() if re.match(r"\| \d{3} \|", line)]
+    return {code for row in rows for code in re.findall(r"`([a-z_]+)`", row[2])}
+
+
+def documented_problems(spec: dict) -> Iterator[tuple[int, str]]:
+    """(status, code) for every code that a documented problem response names."""
+    for operations in spec["paths"].values():
+        for operation in operations.values():
+            for status, response in operation["responses"].items():
+                for media in response.get("content", {}).values():
+                    for part in media.get("schema", {}).get("allOf", []):
+                        for code in part.get("properties", {}).get("code", {}).get("enum", []):
+                            yield int(status), code
+
+
+def test_every_route_is_documented_and_every_documented_path_is_a_route(app):
+    routes = {
+        (openapi_path(rule.rule), method.lower())
+        for rule in app.url_map.iter_rules()
+        for method in rule.methods - IMPLICIT_METHODS
+    }
+    spec = app.test_client().get("/openapi.json").json
+    documented = {(path, method) for path, ops in spec["paths"].items() for method in ops}
+    assert routes == documented
+
+
+def test_every_error_code_is_documented_in_the_schema_and_the_readme():
+    spec = document(Settings())
+    enum = set(spec["components"]["schemas"]["Problem"]["properties"]["code"]["enum"])
+    service_codes = {cls.code for cls in service_errors()}
+    werkzeug_codes = {"not_found", "method_not_allowed", "internal_error"}
+    assert enum == service_codes | werkzeug_codes
+    # 405 answers only methods a route does not have, so no operation lists it.
+    assert {code for _, code in documented_problems(spec)} == enum - {"method_not_allowed"}
+    assert readme_error_codes() == enum - {"internal_error"}
+
+
+def test_each_documented_code_sits_under_its_own_status():
+    statuses = {cls.code: cls.status for cls in service_errors()}
+    for status, code in documented_problems(document(Settings())):
+        assert statuses.get(code, status) == status, (code, status)
+
+
+def test_the_document_is_valid_openapi_3_1():
+    spec = document(Settings())
+    assert spec["openapi"] == "3.1.0"
+    schemathesis.openapi.from_dict(spec).validate()
+    broken = copy.deepcopy(spec)
+    broken["paths"]["/predict"]["post"]["responses"] = "none"
+    with pytest.raises(Exception, match="none"):
+        schemathesis.openapi.from_dict(broken).validate()
+
+
+def test_limits_in_the_document_follow_the_settings():
+    spec = document(Settings(max_batch=5))
+    body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]
+    assert body["application/json"]["schema"]["properties"]["instances"]["maxItems"] == 5
+    assert body["multipart/form-data"]["schema"]["properties"]["image"]["maxItems"] == 5
+    single = spec["paths"]["/preprocess"]["post"]["requestBody"]["content"]
+    assert single["application/json"]["schema"]["properties"]["instances"]["maxItems"] == 1
+
+
+@pytest.fixture(scope="module")
+def fuzzed_server(
+    tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    """A gunicorn server of its own, so the fuzzer's traffic touches no other test's server."""
+    server = LiveServer(tiny_model_dir, tmp_path_factory.mktemp("fuzzed") / "gunicorn.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.slow
+def test_schemathesis_finds_no_server_error_and_no_response_off_the_schema(fuzzed_server):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    junit = ARTIFACTS / "junit.xml"
+    command = [
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        "--config-file",
+        str(SCHEMATHESIS_CONFIG),
+        "--no-color",
+        "run",
+        fuzzed_server.url + "/openapi.json",
+        "--seed",
+        "20261127",  # the same cases each run: CI is reproducible, a failure replays
+        "--report",
+        "junit",
+        "--report-junit-path",
+        str(junit),
+    ]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=ROOT)
+    summary = run.stdout[-6000:]
+    assert run.returncode == 0, summary + run.stderr[-2000:] + fuzzed_server.logs()
+    cases = re.search(r"(\d+) generated, \1 passed", summary)
+    assert cases and int(cases[1]) > 100, summary
+    print(f"schemathesis: {cases[0]}; report: {junit}")
+    assert "Traceback" not in fuzzed_server.logs()
