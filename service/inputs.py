@@ -14,6 +14,7 @@ from flask import Request
 from werkzeug.datastructures import MultiDict
 
 from service import metrics
+from service.deadline import Deadline
 from service.errors import (
     BatchTooLarge,
     InvalidParameter,
@@ -41,9 +42,9 @@ class PredictOptions:
 def read_options(values: MultiDict[str, str], num_classes: int) -> PredictOptions:
     """Validate the `top_k` and `invert` parameters (query string or form fields)."""
     top_k = values.get("top_k")
-    if top_k is not None:
-        if not top_k.isdigit() or not 1 <= int(top_k) <= num_classes:
-            raise InvalidParameter(f"top_k must be an integer from 1 to {num_classes}.")
+    # Compared as text: int() would take "²" or 5000 digits, and raise on them.
+    if top_k is not None and top_k not in {str(k) for k in range(1, num_classes + 1)}:
+        raise InvalidParameter(f"top_k must be an integer from 1 to {num_classes}.")
     invert = values.get("invert", "auto").lower()
     if invert not in INVERT_VALUES:
         raise InvalidParameter("invert must be auto, true or false.")
@@ -58,7 +59,18 @@ def read_parameters(request: Request) -> MultiDict[str, str]:
     return merged
 
 
-def read_images(request: Request, settings: Settings, invert: Invert) -> np.ndarray:
+def receive_body(request: Request, deadline: Deadline) -> None:
+    """Read the whole body now (multipart: parse it), giving up when the deadline passes."""
+    with deadline.reading_body(request.environ):
+        request.get_data(parse_form_data=True)
+        # Werkzeug stops a chunked body at the size limit without an error; reading one byte
+        # more raises its 413 if the body went on past the limit.
+        request.stream.read(1)
+
+
+def read_images(
+    request: Request, settings: Settings, invert: Invert, deadline: Deadline
+) -> np.ndarray:
     """Return the request's images as one uint8 batch (N, 28, 28), in request order."""
     mimetype = request.mimetype
     if mimetype == "multipart/form-data":
@@ -76,7 +88,11 @@ def read_images(request: Request, settings: Settings, invert: Invert) -> np.ndar
         raise MalformedRequest("The request holds no image.")
     if len(items) > settings.max_batch:
         raise BatchTooLarge(f"{len(items)} images; the limit is {settings.max_batch} per request.")
-    return np.stack([_preprocess(item, settings, invert) for item in items])
+    batch = []
+    for index, item in enumerate(items):
+        deadline.check(f"image {index + 1} of {len(items)}")
+        batch.append(_preprocess(item, settings, invert))
+    return np.stack(batch)
 
 
 def _preprocess(item: bytes | list, settings: Settings, invert: Invert) -> np.ndarray:

@@ -9,8 +9,15 @@ import numpy as np
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from service import metrics
+from service.deadline import Deadline
 from service.errors import ModelNotFound
-from service.inputs import PredictOptions, read_images, read_options, read_parameters
+from service.inputs import (
+    PredictOptions,
+    read_images,
+    read_options,
+    read_parameters,
+    receive_body,
+)
 from service.model import LoadedModel, Predictor
 from service.settings import Settings
 
@@ -73,9 +80,12 @@ def model_status(name: str) -> Response:
 def predict() -> Response:
     """Classify one or more images from a multipart, raw-image or JSON request."""
     model = predictor().current()
+    deadline = Deadline(settings().request_timeout)
+    receive_body(request, deadline)
     options = read_options(read_parameters(request), len(model.class_names))
-    images = read_images(request, settings(), options.invert)
+    images = read_images(request, settings(), options.invert, deadline)
     g.images = len(images)
+    deadline.check("running the model")
     model, probabilities = _run_model(images)
     return jsonify(
         model={"name": settings().model_name, "version": model.version},
