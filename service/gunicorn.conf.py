@@ -59,16 +59,10 @@ logconfig_dict = {
         "generic": {"format": "%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s"},
     },
     "handlers": {
-        "stdout": {
-            "class": "logging.StreamHandler",
-            "formatter": "line",
-            "stream": "ext://sys.stdout",
-        },
-        "stderr": {
-            "class": "logging.StreamHandler",
-            "formatter": "generic",
-            "stream": "ext://sys.stderr",
-        },
+        "stdout": {"class": "logging.StreamHandler", "formatter": "line",
+                   "stream": "ext://sys.stdout"},
+        "stderr": {"class": "logging.StreamHandler", "formatter": "generic",
+                   "stream": "ext://sys.stderr"},
     },
     "root": {"level": loglevel.upper(), "handlers": ["stderr"]},
     "loggers": {
