@@ -346,3 +346,30 @@ def test_server_stays_healthy_after_the_hostile_table(live_server):
     )
     assert response.status_code == 200
     assert "Traceback" not in live_server.logs()
+
+
+def test_multipart_limits_leave_room_for_a_full_batch_and_its_parameters(live_server):
+    files = [("image", (f"{i}.png", PNG, "image/png")) for i in range(DEFAULTS.max_batch)]
+    response = requests.post(
+        live_server.url + "/predict",
+        files=files + [("top_k", (None, "3")), ("invert", (None, "auto"))],
+        timeout=120,
+    )
+    assert response.status_code == 200, response.text[:300]
+    assert len(response.json()["predictions"]) == DEFAULTS.max_batch
+
+
+def test_a_rejected_body_does_not_break_the_next_request_on_the_connection(live_server):
+    with requests.Session() as session:  # one keep-alive connection
+        for _ in range(10):
+            rejected = session.post(
+                live_server.url + "/predict", files=[("note", (None, "x"))] * 3000, timeout=30
+            )
+            assert rejected.status_code == 413
+            after = session.post(
+                live_server.url + "/predict",
+                data=PNG,
+                headers={"Content-Type": "image/png"},
+                timeout=30,
+            )
+            assert after.status_code == 200
