@@ -95,29 +95,39 @@ def _check_geometry(image: Image.Image, max_pixels: int, max_aspect_ratio: float
 def _unidentified(data: bytes) -> Exception:
     """Tell a broken allowed image, an image in a refused format and a non-image apart."""
     allowed = ", ".join(ALLOWED_FORMATS)
-    signed = _allowed_signature(data)
+    signed = _signature(data, ALLOWED_FORMATS)
     if signed is not None:
         return CorruptImage(f"The {signed} image cannot be decoded (bad header or checksum).")
-    Image.init()
-    refused = tuple(name for name in Image.ID if name not in ALLOWED_FORMATS)
-    try:
-        # Only to name the format in the error: the header is parsed, pixels never are.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            found = Image.open(io.BytesIO(data), formats=refused).format
-    except Exception:  # noqa: BLE001 - any failure here means "not an image we know"
-        return NotAnImage(f"The body is not an image; send one of {allowed}.")
-    return UnsupportedImageFormat(f"{found} images are not accepted; send one of {allowed}.")
+    found = _refused_format(data)
+    if found is not None:
+        return UnsupportedImageFormat(f"{found} images are not accepted; send one of {allowed}.")
+    return NotAnImage(f"The body is not an image; send one of {allowed}.")
 
 
-def _allowed_signature(data: bytes) -> str | None:
-    """Name the allowed format whose signature (first 16 bytes) `data` carries, if any."""
+def _signature(data: bytes, formats: tuple[str, ...]) -> str | None:
+    """Name the first of `formats` whose signature check accepts the first 16 bytes."""
     Image.init()
-    for name in ALLOWED_FORMATS:
+    for name in formats:
         accept = Image.OPEN[name][1]
         if accept is not None and accept(data[:16]):
             return name
     return None
+
+
+def _refused_format(data: bytes) -> str | None:
+    """Name a refused format for the error message without running its decoder.
+
+    Only the few formats with no signature (TGA among them) need a parser to be told
+    apart, and only their header parsers run; every other format is named by signature.
+    """
+    Image.init()
+    unsigned = tuple(name for name in Image.ID if Image.OPEN[name][1] is None)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return Image.open(io.BytesIO(data), formats=unsigned).format
+    except Exception:  # noqa: BLE001 - any failure here means "not one of these"
+        return _signature(data, tuple(Image.ID))
 
 
 def to_grayscale(image: Image.Image) -> np.ndarray:
