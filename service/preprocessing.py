@@ -109,8 +109,11 @@ def _signature(data: bytes, formats: tuple[str, ...]) -> str | None:
     Image.init()
     for name in formats:
         accept = Image.OPEN[name][1]
-        if accept is not None and accept(data[:16]):
-            return name
+        try:
+            if accept is not None and accept(data[:16]):
+                return name
+        except Exception:  # noqa: BLE001 - some checks fail on short prefixes: no match
+            continue
     return None
 
 
