@@ -6,8 +6,9 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 DATA_DIR ?=
 TRAIN_ARGS ?=
+SOAK_ARGS ?=
 
-.PHONY: install serve train test lint fmt clean
+.PHONY: install serve train test lint fmt soak clean
 
 install: $(VENV)/.installed
 
@@ -25,6 +26,9 @@ train: install
 
 test: install
 	$(BIN)/python -m pytest
+
+soak: install
+	$(BIN)/python -m benchmarks.soak $(SOAK_ARGS)
 
 lint: install
 	$(BIN)/ruff check .
