@@ -304,6 +304,7 @@ def summarise(args: argparse.Namespace, tally: Tally, phases: list[dict], traceb
     }
     return {
         "seconds": args.seconds,
+        "note": args.note,
         "concurrency": args.concurrency,
         "workers": args.workers,
         "model_dir": str(args.model_dir),
@@ -345,6 +346,8 @@ Written by `benchmarks/soak.py` (`make soak`); numbers below come from its last 
 {command}
 ```
 
+{result["note"]}
+
 {result["seconds"]:g} s of mixed traffic from {result["concurrency"]} client threads on
 127.0.0.1 against `bin/serve` with {result["workers"]} workers, model `{result["model_dir"]}`.
 About one request in four is hostile or malformed (bombs, corrupt and refused files, bad JSON,
@@ -376,6 +379,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
     parser.add_argument("--model-dir", type=Path, default=ROOT / "models" / "fashion_mnist")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "soak.md")
+    parser.add_argument("--note", default="", help="a sentence on the run's conditions")
     args = parser.parse_args()
     args.model_dir = args.model_dir.resolve()
     if not any((path / "saved_model.pb").is_file() for path in args.model_dir.glob("[0-9]*")):
