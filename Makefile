@@ -6,8 +6,9 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 DATA_DIR ?=
 TRAIN_ARGS ?=
+SOAK_ARGS ?=
 
-.PHONY: install serve train test lint fmt bench clean
+.PHONY: install serve train test lint fmt bench soak clean
 
 install: $(VENV)/.installed
 
@@ -29,6 +30,10 @@ test: install
 # Load benchmark (needs wrk: apt-get install wrk); writes docs/benchmarks.md.
 bench: install
 	$(BIN)/python benchmarks/load.py --sweep
+
+# Soak: mixed good and bad traffic for 5 minutes; writes docs/soak.md.
+soak: install
+	$(BIN)/python -m benchmarks.soak $(SOAK_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -17,6 +17,9 @@ from service.protocols.tf_serving import v1
 from service.routes import api
 from service.settings import Settings
 
+FORM_PARAMETER_PARTS = 8
+MAX_FORM_FIELD_BYTES = 64 * 1024
+
 
 def batching_config(settings: Settings) -> BatchingConfig | None:
     """The batcher's configuration, or None when batching is switched off."""
@@ -32,6 +35,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     settings = Settings.from_env(**(config or {}))
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    # Werkzeug's multipart limits, set on purpose (413 above them): a form holds the images
+    # plus a few parameter fields, and its text fields (top_k, invert) are a few bytes.
+    app.config["MAX_FORM_PARTS"] = settings.max_batch + FORM_PARAMETER_PARTS
+    app.config["MAX_FORM_MEMORY_SIZE"] = MAX_FORM_FIELD_BYTES
     app.json.sort_keys = False  # keep probabilities in class order
     app.extensions["settings"] = settings
     predictor = Predictor(

@@ -100,6 +100,18 @@ class Overloaded(ServiceError):
     status, code = 503, "overloaded"
 
 
+class RequestTimeout(ServiceError):
+    """The request body did not arrive within the request time limit (a stalled upload)."""
+
+    status, code = 408, "request_timeout"
+
+
+class DeadlineExceeded(ServiceError):
+    """The request could not be answered within the request time limit."""
+
+    status, code = 503, "deadline_exceeded"
+
+
 class ModelNotFound(ServiceError):
     """The request names a model (or version) this server does not serve."""
 

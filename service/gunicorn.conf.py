@@ -101,6 +101,17 @@ def child_exit(server, worker) -> None:  # noqa: ANN001 - gunicorn's Arbiter and
     mark_process_dead(worker.pid)
 
 
+def post_worker_init(worker) -> None:  # noqa: ANN001 - gunicorn's Worker
+    """Start accepting connections only once this worker's model is loaded (or failed to).
+
+    Workers share one listening socket: a restarted worker that accepted at once would answer
+    503 model_not_ready while its siblings are ready. Notifying keeps the master's timeout off.
+    """
+    predictor = worker.wsgi.extensions["predictor"]
+    while not predictor.wait_ready(1.0) and predictor.error is None:
+        worker.notify()
+
+
 def worker_exit(server, worker) -> None:  # noqa: ANN001 - gunicorn's Arbiter and Worker
     """Serve whatever the worker's batching queues still hold before it exits."""
     app = getattr(worker, "wsgi", None)

@@ -11,8 +11,10 @@ from typing import Any
 import numpy as np
 from flask import Request
 from werkzeug.datastructures import MultiDict
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from service import metrics
+from service.deadline import Deadline
 from service.errors import (
     BatchTooLarge,
     InvalidParameter,
@@ -63,7 +65,27 @@ def read_parameters(request: Request) -> MultiDict[str, str]:
     return merged
 
 
-def read_images(request: Request, settings: Settings, invert: Invert) -> np.ndarray:
+def receive_body(request: Request, deadline: Deadline) -> None:
+    """Read the whole body now (multipart: parse it), giving up when the deadline passes."""
+    with deadline.reading_body(request.environ):
+        try:
+            request.get_data(parse_form_data=True)
+            # Werkzeug stops a chunked body at the size limit without an error; reading one
+            # byte more raises its 413 if the body went on past the limit.
+            request.stream.read(1)
+        except RequestEntityTooLarge:
+            # Too many multipart parts, or too long a text field: the rest of a body within
+            # the size limit is read, because gunicorn drains only 64 KiB of an unread body
+            # and then drops the connection, failing the client's next keep-alive request.
+            length, limit = request.content_length, request.max_content_length
+            if length is not None and limit is not None and length <= limit:
+                request.stream.exhaust()
+            raise
+
+
+def read_images(
+    request: Request, settings: Settings, invert: Invert, deadline: Deadline
+) -> np.ndarray:
     """Return the request's images as one uint8 batch (N, 28, 28), in request order."""
     mimetype = request.mimetype
     if mimetype == "multipart/form-data":
@@ -81,7 +103,11 @@ def read_images(request: Request, settings: Settings, invert: Invert) -> np.ndar
         raise MalformedRequest("The request holds no image.")
     if len(items) > settings.max_batch:
         raise BatchTooLarge(f"{len(items)} images; the limit is {settings.max_batch} per request.")
-    return np.stack([_preprocess(item, settings, invert) for item in items])
+    batch = []
+    for index, item in enumerate(items):
+        deadline.check(f"image {index + 1} of {len(items)}")
+        batch.append(_preprocess(item, settings, invert))
+    return np.stack(batch)
 
 
 def _preprocess(item: bytes | list, settings: Settings, invert: Invert) -> np.ndarray:

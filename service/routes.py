@@ -11,6 +11,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from PIL import Image
 
 from service import metrics
+from service.deadline import Deadline
 from service.errors import ModelNotFound
 from service.inputs import (
     PredictOptions,
@@ -18,6 +19,7 @@ from service.inputs import (
     read_invert,
     read_options,
     read_parameters,
+    receive_body,
 )
 from service.model import LoadedModel, Predictor
 from service.settings import Settings
@@ -54,9 +56,12 @@ def readyz() -> tuple[Response, int]:
 def predict() -> Response:
     """Classify one or more images from a multipart, raw-image or JSON request."""
     model = predictor().current()
+    deadline = Deadline(settings().request_timeout)
+    receive_body(request, deadline)
     options = read_options(read_parameters(request), len(model.class_names))
-    images = read_images(request, settings(), options.invert)
+    images = read_images(request, settings(), options.invert, deadline)
     g.images = len(images)
+    deadline.check("running the model")
     model, probabilities = run_model(images)
     return jsonify(
         model={"name": settings().model_name, "version": model.version},
@@ -67,9 +72,12 @@ def predict() -> Response:
 @api.post("/preprocess")
 def preprocess() -> Response:
     """Return, as a PNG, the 28x28 image /predict would give the model for this upload."""
+    deadline = Deadline(settings().request_timeout)
+    receive_body(request, deadline)
     invert = read_invert(read_parameters(request))
     # The same parsing as /predict, with a batch limit of one: one PNG answers one image.
-    images = read_images(request, dataclasses.replace(settings(), max_batch=1), invert)
+    one_image = dataclasses.replace(settings(), max_batch=1)
+    images = read_images(request, one_image, invert, deadline)
     g.images = len(images)
     buffer = io.BytesIO()
     Image.fromarray(images[0]).save(buffer, format="PNG")

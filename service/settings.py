@@ -31,6 +31,9 @@ class Settings:
     """Most images in one request (413 above it)."""
     max_aspect_ratio: float = 20.0
     """Longest over shortest side above which an image is refused (422)."""
+    request_timeout: float = 30.0
+    """Seconds a /predict request may take, upload included: 408 if the body is still
+    arriving then, 503 deadline_exceeded if it is still being processed (see docs/security.md)."""
     tf_threads: int = 1
     """TensorFlow intra-op and inter-op threads per worker (see docs/benchmarks.md)."""
     warmup: bool = True

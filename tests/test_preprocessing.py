@@ -158,3 +158,16 @@ def test_pixel_arrays_round_to_uint8_and_accept_a_channel_axis():
     pixels = garment()
     assert np.array_equal(pixels_from_array(pixels.tolist()), pixels)
     assert np.array_equal(pixels_from_array(pixels[..., None].astype(float).tolist()), pixels)
+
+
+def test_refused_formats_are_named_without_running_their_parsers(monkeypatch):
+    from PIL import PsdImagePlugin
+
+    from tests.hostile import psd
+
+    def parser_ran(self):
+        raise AssertionError("the PSD parser ran on refused input")
+
+    monkeypatch.setattr(PsdImagePlugin.PsdImageFile, "_open", parser_ran)
+    with pytest.raises(errors.UnsupportedImageFormat, match="PSD"):
+        decode(psd())
