@@ -218,14 +218,16 @@ def test_a_stalled_upload_gets_a_408_at_the_deadline(deadline_server):
 
 
 def test_a_request_over_the_time_limit_gets_a_clean_503(deadline_server):
-    photo = Image.new("L", (4000, 4000), 255)
-    photo.paste(0, (1000, 500, 3000, 3500))
+    # A full batch of 25-megapixel photos: well over 5 s of preprocessing on any machine here
+    # (about 0.3 s each), so the deadline, checked between images, must cut it short.
+    photo = Image.new("L", (5000, 5000), 255)
+    photo.paste(0, (1200, 600, 3800, 4400))
     big = encode(photo)
-    files = [("image", (f"{i}.png", big, "image/png")) for i in range(40)]
+    files = [("image", (f"{i}.png", big, "image/png")) for i in range(64)]
     started = time.monotonic()
     response = requests.post(deadline_server.url + "/predict", files=files, timeout=60)
     assert response.status_code == 503, response.text[:300]
     assert response.json()["code"] == "deadline_exceeded"
     assert response.headers["Retry-After"] == "1"
-    assert time.monotonic() - started < 30  # it stopped at the deadline, not after 40 images
+    assert time.monotonic() - started < 30  # it stopped at the deadline, not after 64 images
     assert predict_png(deadline_server).status_code == 200
