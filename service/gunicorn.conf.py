@@ -14,12 +14,14 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 # Public API port; $PORT is the convention of most platforms (and `make serve`).
 bind = [f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"]
 
-# Each worker is a process with its own TensorFlow runtime and model copy; two cores here,
-# so two workers keep both busy while one waits on I/O.
+# Each worker is a process with its own TensorFlow runtime and model copy. Measured at
+# concurrency 32 on 2 cores (docs/benchmarks.md): 2 workers beat 1 and 3 (351, 296 and 230
+# requests/s, each with the best thread counts tried).
 workers = int(os.environ.get("FMNIST_WORKERS", "2"))
 
-# gthread: a few threads per worker overlap request parsing with inference, and a slow
-# client ties up one thread, not a whole worker.
+# gthread: a few threads per worker overlap request parsing with inference (and feed the
+# batcher), and a slow client ties up one thread, not a whole worker. 8 threads did not beat
+# 4 (254 requests/s each, docs/benchmarks.md).
 worker_class = "gthread"
 threads = int(os.environ.get("FMNIST_THREADS", "4"))
 
@@ -107,13 +109,20 @@ def post_worker_init(worker) -> None:  # noqa: ANN001 - gunicorn's Worker
     Workers share one listening socket: a restarted worker that accepted at once would answer
     503 model_not_ready while its siblings are ready. Notifying keeps the master's timeout off.
     """
-    predictor = worker.wsgi.extensions["predictor"]
-    while not predictor.wait_ready(1.0) and predictor.error is None:
+    predictor = worker_predictor(worker)
+    while predictor is not None and not predictor.wait_ready(1.0) and predictor.error is None:
         worker.notify()
 
 
 def worker_exit(server, worker) -> None:  # noqa: ANN001 - gunicorn's Arbiter and Worker
     """Serve whatever the worker's batching queues still hold before it exits."""
+    predictor = worker_predictor(worker)
+    if predictor is not None:
+        predictor.stop()
+
+
+def worker_predictor(worker):  # noqa: ANN001, ANN201 - gunicorn's Worker; service.model.Predictor
+    """The worker's Predictor; None before the app loaded, or for an app without a model
+    (the benchmark's HTTP-floor app shares this configuration)."""
     app = getattr(worker, "wsgi", None)
-    if app is not None:
-        app.extensions["predictor"].stop()
+    return getattr(app, "extensions", {}).get("predictor")
