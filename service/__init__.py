@@ -18,7 +18,9 @@ from service.routes import api
 from service.settings import Settings
 
 FORM_PARAMETER_PARTS = 8
-MAX_FORM_FIELD_BYTES = 64 * 1024
+# Werkzeug also applies this limit to its multipart decoder's buffer, which takes 64 KiB
+# reads: at exactly 64 KiB, uploads of several files spanning many reads were refused 413.
+MAX_FORM_FIELD_BYTES = 128 * 1024
 
 
 def batching_config(settings: Settings) -> BatchingConfig | None:

@@ -6,7 +6,6 @@ import os
 import re
 import shutil
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.background import BackgroundProcess
 from tests.idx import write_dataset
 from tests.prometheus import PrometheusServer
 
@@ -83,15 +83,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class LiveServer:
+class LiveServer(BackgroundProcess):
     """A gunicorn process started through bin/serve, the way `make serve` starts it."""
 
     def __init__(self, model_dir: Path, log_path: Path, **env: str) -> None:
+        super().__init__(log_path)
         self.port = free_port()
         self.metrics_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        self.log_path = log_path
         self.metrics_dir = log_path.parent / f"metrics-{self.port}"
         self.env = {
             **os.environ,
@@ -106,18 +106,10 @@ class LiveServer:
             else "python",
             **env,
         }
-        self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 90) -> LiveServer:
         """Start gunicorn and wait until /readyz answers 200."""
-        self.log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            [str(ROOT / "bin" / "serve")],
-            env=self.env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self.launch([str(ROOT / "bin" / "serve")], env=self.env)
         self.wait_ready(timeout)
         return self
 
@@ -140,21 +132,6 @@ class LiveServer:
         return len(
             re.findall(r"model \S+ version \d+ ready in", self.log_path.read_text(errors="replace"))
         )
-
-    def logs(self) -> str:
-        """The server's output so far."""
-        return self.log_path.read_text(errors="replace")[-5000:]
-
-    def stop(self) -> None:
-        """Stop gunicorn gracefully, then for good."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
 
 
 @pytest.fixture(scope="session")

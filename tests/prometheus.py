@@ -8,13 +8,14 @@ say), and `query(expr)` to read it.
 from __future__ import annotations
 
 import math
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import requests
 import yaml
+
+from tests.background import BackgroundProcess
 
 SHIPPED_CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "prometheus" / "prometheus.yml"
 SHIPPED_TARGET = "api:9100"  # the compose service's metrics port
@@ -34,33 +35,28 @@ def retargeted_config(targets: list[str]) -> dict[str, Any]:
     return config
 
 
-class PrometheusServer:
+class PrometheusServer(BackgroundProcess):
     """A `prometheus` process with its own data folder and port, scraping `targets`."""
 
     def __init__(self, binary: str, targets: list[str], folder: Path, port: int) -> None:
+        super().__init__(folder / "prometheus.log")
         self.binary = binary
         self.targets = targets
         self.folder = folder
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
-        self.log_path = folder / "prometheus.log"
-        self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60) -> PrometheusServer:
         """Write the configuration, start Prometheus, and wait until it is ready."""
         config = self.folder / "prometheus.yml"
         config.write_text(yaml.safe_dump(retargeted_config(self.targets)))
-        self.log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
+        self.launch(
             [
                 self.binary,
                 f"--config.file={config}",
                 f"--storage.tsdb.path={self.folder / 'data'}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
-            ],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            ]
         )
         self._wait_ready(timeout)
         return self
@@ -96,18 +92,3 @@ class PrometheusServer:
                 return result
             time.sleep(0.5)
         raise AssertionError(f"{expr} returned no finite value in {timeout}s: {result}")
-
-    def logs(self) -> str:
-        """Prometheus's output so far."""
-        return self.log_path.read_text(errors="replace")[-5000:]
-
-    def stop(self) -> None:
-        """Stop Prometheus gracefully, then for good."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()

@@ -84,6 +84,15 @@ def test_multipart_batch_keeps_request_order(client):
         assert batched["probabilities"] == pytest.approx(single["probabilities"], abs=1e-6)
 
 
+def test_a_multipart_batch_of_large_files_is_accepted(client):
+    noise = np.random.default_rng(0).integers(0, 256, (12, 200, 200), dtype=np.uint8)
+    files = [encode(image) for image in noise]  # about 40 KB each, 480 KB in all
+    assert sum(map(len, files)) > 400_000
+    response = client.post("/predict", data=multipart(*files))
+    assert response.status_code == 200, response.json
+    assert_predictions(response.json, 12)
+
+
 @pytest.mark.parametrize(
     ("content_type", "fmt", "options"),
     [
