@@ -351,6 +351,15 @@ def test_protocol_paths_answer_errors_in_the_protocol_form(client):
     assert client.get("/nope").content_type == "application/problem+json"
 
 
+def test_the_predict_url_allows_only_post(client):
+    # TF Serving's names hold no ":", so GET /v1/models/<name> does not take "m:predict".
+    response = client.get(f"/v1/models/{MODEL}:predict")
+    assert response.status_code == 405 and response.json["code"] == "method_not_allowed"
+    allow = client.options(f"/v1/models/{MODEL}:predict").headers["Allow"]
+    assert set(allow.split(", ")) == {"OPTIONS", "POST"}
+    assert client.get(f"/v1/models/{MODEL}:status").json["code"] == "not_found"
+
+
 def test_health_is_false_until_the_model_is_loaded(tmp_path):
     from service import create_app
 
