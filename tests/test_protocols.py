@@ -257,6 +257,38 @@ def v2_body(data: object, shape: list, datatype: str = "UINT8", **extra) -> byte
         (v2_body([10**400] * 784, ONE, "FP32"), {}, 400, "invalid_tensor"),
         (v2_body([float("nan")] * 784, ONE, "FP32"), {}, 400, "malformed_request"),
         (v2_body(GOOD * 65, [65, 28, 28]), {}, 413, "batch_too_large"),
+        # Members of the wrong JSON type were ignored, or an "id" echoed off the protocol.
+        (v2_body(GOOD, ONE, id=5), {}, 400, "malformed_request"),
+        (v2_body(GOOD, ONE, parameters=[]), {}, 400, "malformed_request"),
+        (
+            v2_body(GOOD, ONE, parameters={"binary_data_output": "yes"}),
+            {},
+            400,
+            "malformed_request",
+        ),
+        (v2_body(GOOD, ONE, outputs={}), {}, 400, "malformed_request"),
+        (
+            v2_body(GOOD, ONE, outputs=[{"name": "probabilities", "parameters": 5}]),
+            {},
+            400,
+            "malformed_request",
+        ),
+        (
+            v2_body(
+                GOOD,
+                ONE,
+                outputs=[{"name": "probabilities", "parameters": {"binary_data": "true"}}],
+            ),
+            {},
+            400,
+            "malformed_request",
+        ),
+        (
+            json.dumps({"inputs": [v2_input(GOOD, ONE)["inputs"][0] | {"parameters": 0}]}).encode(),
+            {},
+            400,
+            "malformed_request",
+        ),
     ],
 )
 def test_v2_infer_refuses_bad_requests(client, body, headers, status, code):
@@ -264,6 +296,14 @@ def test_v2_infer_refuses_bad_requests(client, body, headers, status, code):
     assert response.status_code == status, response.get_data(as_text=True)[:300]
     assert response.content_type == "application/json"
     assert response.json["code"] == code and response.json["error"]
+
+
+def test_v2_infer_takes_null_members_as_absent(client):
+    body = v2_input(GOOD, ONE, id=None, parameters=None, outputs=None)
+    body["inputs"][0]["parameters"] = None
+    response = client.post(f"/v2/models/{MODEL}/infer", json=body)
+    assert response.status_code == 200 and response.content_type == "application/json"
+    assert "id" not in response.json and len(response.json["outputs"][0]["data"]) == CLASS_COUNT
 
 
 def binary_request(header: dict, data: bytes) -> tuple[bytes, dict]:
