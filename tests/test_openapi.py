@@ -102,6 +102,24 @@ def test_limits_in_the_document_follow_the_settings():
     assert body["multipart/form-data"]["schema"]["properties"]["image"]["maxItems"] == 5
     single = spec["paths"]["/preprocess"]["post"]["requestBody"]["content"]
     assert single["application/json"]["schema"]["properties"]["instances"]["maxItems"] == 1
+    tf_serving = spec["components"]["schemas"]["TfPredictRequest"]["properties"]
+    assert tf_serving["instances"]["maxItems"] == tf_serving["inputs"]["oneOf"][0]["maxItems"] == 5
+
+
+def test_protocol_paths_document_the_protocol_error_form():
+    spec = document(Settings())
+    for path, operations in spec["paths"].items():
+        protocol = (path + "/").startswith(errors.PROTOCOL_PREFIXES)
+        expected = (
+            ("application/json", "ProtocolError") if protocol else (errors.PROBLEM_JSON, "Problem")
+        )
+        for operation in operations.values():
+            for status, response in operation["responses"].items():
+                for media, content in response.get("content", {}).items():
+                    # Error answers are an allOf of the error schema and their codes; /readyz's
+                    # 503 is a status, not an error.
+                    for part in content.get("schema", {}).get("allOf", [])[:1]:
+                        assert (media, part["$ref"].rsplit("/", 1)[1]) == expected, (path, status)
 
 
 @pytest.fixture(scope="module")

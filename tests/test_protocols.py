@@ -257,6 +257,38 @@ def v2_body(data: object, shape: list, datatype: str = "UINT8", **extra) -> byte
         (v2_body([10**400] * 784, ONE, "FP32"), {}, 400, "invalid_tensor"),
         (v2_body([float("nan")] * 784, ONE, "FP32"), {}, 400, "malformed_request"),
         (v2_body(GOOD * 65, [65, 28, 28]), {}, 413, "batch_too_large"),
+        # Members of the wrong JSON type were ignored, or an "id" echoed off the protocol.
+        (v2_body(GOOD, ONE, id=5), {}, 400, "malformed_request"),
+        (v2_body(GOOD, ONE, parameters=[]), {}, 400, "malformed_request"),
+        (
+            v2_body(GOOD, ONE, parameters={"binary_data_output": "yes"}),
+            {},
+            400,
+            "malformed_request",
+        ),
+        (v2_body(GOOD, ONE, outputs={}), {}, 400, "malformed_request"),
+        (
+            v2_body(GOOD, ONE, outputs=[{"name": "probabilities", "parameters": 5}]),
+            {},
+            400,
+            "malformed_request",
+        ),
+        (
+            v2_body(
+                GOOD,
+                ONE,
+                outputs=[{"name": "probabilities", "parameters": {"binary_data": "true"}}],
+            ),
+            {},
+            400,
+            "malformed_request",
+        ),
+        (
+            json.dumps({"inputs": [v2_input(GOOD, ONE)["inputs"][0] | {"parameters": 0}]}).encode(),
+            {},
+            400,
+            "malformed_request",
+        ),
     ],
 )
 def test_v2_infer_refuses_bad_requests(client, body, headers, status, code):
@@ -264,6 +296,14 @@ def test_v2_infer_refuses_bad_requests(client, body, headers, status, code):
     assert response.status_code == status, response.get_data(as_text=True)[:300]
     assert response.content_type == "application/json"
     assert response.json["code"] == code and response.json["error"]
+
+
+def test_v2_infer_takes_null_members_as_absent(client):
+    body = v2_input(GOOD, ONE, id=None, parameters=None, outputs=None)
+    body["inputs"][0]["parameters"] = None
+    response = client.post(f"/v2/models/{MODEL}/infer", json=body)
+    assert response.status_code == 200 and response.content_type == "application/json"
+    assert "id" not in response.json and len(response.json["outputs"][0]["data"]) == CLASS_COUNT
 
 
 def binary_request(header: dict, data: bytes) -> tuple[bytes, dict]:
@@ -349,6 +389,15 @@ def test_protocol_paths_answer_errors_in_the_protocol_form(client):
     wrong_method = client.get(f"/v2/models/{MODEL}/infer")
     assert wrong_method.status_code == 405 and wrong_method.json["code"] == "method_not_allowed"
     assert client.get("/nope").content_type == "application/problem+json"
+
+
+def test_the_predict_url_allows_only_post(client):
+    # TF Serving's names hold no ":", so GET /v1/models/<name> does not take "m:predict".
+    response = client.get(f"/v1/models/{MODEL}:predict")
+    assert response.status_code == 405 and response.json["code"] == "method_not_allowed"
+    allow = client.options(f"/v1/models/{MODEL}:predict").headers["Allow"]
+    assert set(allow.split(", ")) == {"OPTIONS", "POST"}
+    assert client.get(f"/v1/models/{MODEL}:status").json["code"] == "not_found"
 
 
 def test_health_is_false_until_the_model_is_loaded(tmp_path):

@@ -32,6 +32,7 @@ PLATFORM = "tensorflow_savedmodel"  # Triton's name for a TensorFlow SavedModel
 HEADER_LENGTH = "Inference-Header-Content-Length"
 DATATYPES = {"UINT8": np.dtype("u1"), "FP32": np.dtype("<f4")}
 METADATA_DATATYPES = {"uint8": "UINT8", "float32": "FP32"}
+JSON_TYPES = {str: "a string", bool: "true or false", dict: "an object", list: "a list"}
 MAX_DIGITS = 18  # longer numbers are no version or length here (and int() refuses 4300+ digits)
 
 
@@ -85,6 +86,7 @@ def infer(name: str, version: str | None) -> Response:
     number = parse_version(version)
     model = model_named(name, number)
     document, binary = read_body()
+    optional(document, "id", str)
     images = read_images(document, binary, model, settings().max_batch)
     binary = binary_output(document, model.output_name)
     g.images = len(images)
@@ -160,9 +162,7 @@ def read_images(
 
 def tensor_values(tensor: dict[str, Any], datatype: str, binary: bytes) -> np.ndarray:
     """Read the tensor's values, flat: from its JSON "data" or from the binary data."""
-    parameters = tensor.get("parameters") or {}
-    if not isinstance(parameters, dict):
-        raise MalformedRequest("Input parameters must be an object.")
+    parameters = optional(tensor, "parameters", dict) or {}
     size = parameters.get("binary_data_size")
     if size is None:
         if binary:
@@ -180,19 +180,28 @@ def tensor_values(tensor: dict[str, Any], datatype: str, binary: bytes) -> np.nd
 
 def binary_output(document: dict[str, Any], output_name: str) -> bool:
     """Whether the probabilities go back as binary data, and check any requested outputs."""
-    parameters = document.get("parameters") or {}
-    outputs = document.get("outputs") or []
-    if not isinstance(parameters, dict) or not isinstance(outputs, list):
-        raise MalformedRequest('"parameters" must be an object and "outputs" a list.')
-    binary = parameters.get("binary_data_output") is True
-    for output in outputs:
+    parameters = optional(document, "parameters", dict) or {}
+    binary = optional(parameters, "binary_data_output", bool) is True
+    for output in optional(document, "outputs", list) or []:
         if not isinstance(output, dict) or output.get("name") != output_name:
             name = output.get("name") if isinstance(output, dict) else output
             raise InvalidTensor(f"Unknown output {name!r}; the model's output is {output_name!r}.")
-        output_parameters = output.get("parameters") or {}
-        if isinstance(output_parameters, dict) and "binary_data" in output_parameters:
-            binary = output_parameters["binary_data"] is True  # overrides binary_data_output
+        asked = optional(optional(output, "parameters", dict) or {}, "binary_data", bool)
+        if asked is not None:
+            binary = asked  # overrides binary_data_output
     return binary
+
+
+def optional(container: dict[str, Any], key: str, kind: type) -> Any:
+    """Return an optional member, None when absent or null; refuse one of another JSON type.
+
+    A silently ignored "binary_data": "true" would answer JSON to a client that asked for
+    binary data, and an echoed "id": 5 would break the protocol's response (id is a string).
+    """
+    value = container.get(key)
+    if value is not None and not isinstance(value, kind):
+        raise MalformedRequest(f'"{key}" must be {JSON_TYPES[kind]}.')
+    return value
 
 
 def inference_response(
@@ -208,7 +217,7 @@ def inference_response(
         "model_name": settings().model_name,
         "model_version": str(model.version),
     }
-    if "id" in document:
+    if document.get("id") is not None:
         body["id"] = document["id"]
     body["outputs"] = [output]
     if not binary:

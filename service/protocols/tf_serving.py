@@ -9,19 +9,33 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
+from werkzeug.routing import BaseConverter
 
 from service.errors import InvalidParameter, InvalidTensor, MalformedRequest, ModelVersionNotFound
 from service.model import LoadedModel
 from service.protocols.tensors import nested_array, parse_json, to_images
 from service.routes import model_named, predictor, run_model, settings
 
+
+class ModelName(BaseConverter):
+    """A model name as TensorFlow Serving's REST paths take it: no "/" and no ":".
+
+    With ":" allowed, GET /v1/models/<model_name:name> also matched /v1/models/m:predict (name
+    "m:predict"): the predict URL answered GET with 404 and listed GET in its Allow header.
+    """
+
+    regex = "[^/:]+"
+
+
 v1 = Blueprint("tf_serving", __name__, url_prefix="/v1/models")
+# Recorded before the routes below, so the converter is in the app's map when they are added.
+v1.record_once(lambda state: state.app.url_map.converters.setdefault("model_name", ModelName))
 
 OK = {"error_code": "OK", "error_message": ""}
 
 
-@v1.get("/<name>", defaults={"version": None})
-@v1.get("/<name>/versions/<int:version>")
+@v1.get("/<model_name:name>", defaults={"version": None})
+@v1.get("/<model_name:name>/versions/<int:version>")
 def model_status(name: str, version: int | None) -> Response:
     """Each version's state (TF Serving's GetModelStatusResponse), and the version's metadata."""
     model_named(name)  # 404 for another name, 503 while loading
@@ -48,8 +62,8 @@ def model_status(name: str, version: int | None) -> Response:
     return jsonify(body)
 
 
-@v1.get("/<name>/metadata", defaults={"version": None})
-@v1.get("/<name>/versions/<int:version>/metadata")
+@v1.get("/<model_name:name>/metadata", defaults={"version": None})
+@v1.get("/<model_name:name>/versions/<int:version>/metadata")
 def model_metadata(name: str, version: int | None) -> Response:
     """The serving signature, as TF Serving's GetModelMetadataResponse shows it."""
     model = model_named(name, version)
@@ -63,8 +77,8 @@ def model_metadata(name: str, version: int | None) -> Response:
     )
 
 
-@v1.post("/<name>:predict", defaults={"version": None})
-@v1.post("/<name>/versions/<int:version>:predict")
+@v1.post("/<model_name:name>:predict", defaults={"version": None})
+@v1.post("/<model_name:name>/versions/<int:version>:predict")
 def predict(name: str, version: int | None) -> Response:
     """Classify a batch: "instances" answer "predictions", "inputs" answer "outputs"."""
     model = model_named(name, version)
