@@ -30,6 +30,7 @@ INTERNAL_ERROR = "internal_error"
 # What can go wrong reading an upload, by status: shared by /predict and /preprocess.
 UPLOAD_ERRORS: dict[int, tuple[str, ...]] = {
     400: (errors.MalformedRequest.code, errors.InvalidParameter.code, errors.CorruptImage.code),
+    408: (errors.RequestTimeout.code,),
     413: (errors.BodyTooLarge.code, errors.ImageTooLarge.code, errors.BatchTooLarge.code),
     415: (
         errors.UnsupportedMediaType.code,
@@ -38,8 +39,8 @@ UPLOAD_ERRORS: dict[int, tuple[str, ...]] = {
     ),
     422: (errors.UnusableImage.code, errors.InvalidPixels.code),
 }
-# Why a route that runs the model may answer 503 (both with Retry-After).
-UNAVAILABLE = (errors.ModelNotReady.code, errors.Overloaded.code)
+# Why a route that runs the model may answer 503 (all with Retry-After).
+UNAVAILABLE = (errors.ModelNotReady.code, errors.Overloaded.code, errors.DeadlineExceeded.code)
 # What can go wrong reading a tensor request, by status: TF Serving :predict and v2 infer.
 TENSOR_ERRORS: dict[int, tuple[str, ...]] = {
     400: (errors.MalformedRequest.code, errors.InvalidTensor.code),
@@ -156,6 +157,7 @@ def upload_error_responses() -> dict[str, Any]:
     """The 4xx answers of a request carrying images, and the 500 every route may give."""
     described = {
         400: "Unparsable request, bad parameter, or an image that does not decode.",
+        408: "The body did not arrive within the request time limit.",
         413: "Body, image or batch over the limits.",
         415: "Content-Type not accepted, not an image, or an image format refused.",
         422: "An image that cannot be classified, or a bad pixel array.",
@@ -310,7 +312,9 @@ def predict_operation(settings: Settings) -> dict[str, Any]:
             "200": json_response("One prediction per image, in request order.", ref("Predictions")),
             **upload_error_responses(),
             "503": problem_response(
-                "The model is still loading, or this worker's queue is full.", *UNAVAILABLE
+                "The model is still loading, this worker's queue is full, or the request "
+                "passed its time limit.",
+                *UNAVAILABLE,
             ),
         },
     }
@@ -330,6 +334,9 @@ def preprocess_operation() -> dict[str, Any]:
                 "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
             },
             **upload_error_responses(),
+            "503": problem_response(
+                "Preprocessing passed the request time limit.", errors.DeadlineExceeded.code
+            ),
         },
     }
 

@@ -116,7 +116,15 @@ def test_pixel_arrays_are_preprocessed_without_decoding(client):
         ("POST", "/predict", "image/png", 415, "not_an_image", "/predict", "POST"),
         ("GET", "/predict", None, 405, "method_not_allowed", "unmatched", "GET"),
         ("GET", "/metrics", None, 404, "not_found", "unmatched", "GET"),
-        ("GET", "/v1/models/other", None, 404, "model_not_found", "/v1/models/<name>", "GET"),
+        (
+            "GET",
+            "/v1/models/other",
+            None,
+            404,
+            "model_not_found",
+            "/v1/models/<model_name:name>",
+            "GET",
+        ),
         # Any token is a method to Werkzeug; the label must not take it, or series explode.
         ("BREW", "/predict", None, 405, "method_not_allowed", "unmatched", "other"),
     ],
