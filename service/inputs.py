@@ -139,12 +139,17 @@ def _reject_constant(name: str) -> None:
     raise MalformedRequest(f"{name} is not valid JSON.")
 
 
+def parse_json(body: bytes) -> Any:
+    """Parse a JSON body, answering 400 (never 500) for anything that is not JSON."""
+    try:
+        return json.loads(body, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as error:  # RecursionError: deeply nested input
+        raise MalformedRequest(f"The body is not valid JSON: {error}") from None
+
+
 def _json_instances(body: bytes) -> list[bytes | list]:
     """Parse {"instances": [...]} into image bytes (b64) and pixel arrays."""
-    try:
-        document = json.loads(body, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as error:
-        raise MalformedRequest(f"The body is not valid JSON: {error}") from None
+    document = parse_json(body)
     if not isinstance(document, dict) or not isinstance(document.get("instances"), list):
         raise MalformedRequest('The JSON body must be an object with an "instances" list.')
     return [_json_instance(item, index) for index, item in enumerate(document["instances"])]

@@ -19,8 +19,9 @@ from service.errors import (
     ModelVersionNotFound,
     UnsupportedMediaType,
 )
+from service.inputs import parse_json
 from service.model import LoadedModel
-from service.protocols.tensors import flat_array, image_count, parse_json, to_images
+from service.protocols.tensors import flat_array, image_count, to_images
 from service.routes import model_named, predictor, run_model, settings
 
 v2 = Blueprint("kserve_v2", __name__, url_prefix="/v2")

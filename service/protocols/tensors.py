@@ -7,23 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from service.errors import BatchTooLarge, InvalidTensor, MalformedRequest
+from service.errors import BatchTooLarge, InvalidTensor
 from service.model import SIZE
 
 IMAGE_SHAPES = ((SIZE, SIZE), (SIZE, SIZE, 1))
-
-
-def _reject_constant(name: str) -> None:
-    """Refuse NaN and Infinity: no pixel has such a value."""
-    raise MalformedRequest(f"{name} is not a valid value here.")
-
-
-def parse_json(body: bytes) -> Any:
-    """Parse a JSON body, answering 400 (never 500) for anything that is not JSON."""
-    try:
-        return json.loads(body, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as error:
-        raise MalformedRequest(f"The body is not valid JSON: {error}") from None
 
 
 def flat_numbers(data: Any) -> list[int | float]:

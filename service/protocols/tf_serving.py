@@ -12,8 +12,9 @@ from flask import Blueprint, Response, g, jsonify, request
 from werkzeug.routing import BaseConverter
 
 from service.errors import InvalidParameter, InvalidTensor, MalformedRequest, ModelVersionNotFound
+from service.inputs import parse_json
 from service.model import LoadedModel
-from service.protocols.tensors import nested_array, parse_json, to_images
+from service.protocols.tensors import nested_array, to_images
 from service.routes import model_named, predictor, run_model, settings
 
 
