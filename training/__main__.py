@@ -40,6 +40,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--optimizer", choices=["sgd", "adam"], default=defaults.optimizer)
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    parser.add_argument(
+        "--schedule",
+        choices=["cosine", "plateau"],
+        default=defaults.schedule,
+        help="learning-rate schedule: one warm-up epoch then cosine decay to zero over "
+        "--epochs, or halve the rate after validation-loss plateaus",
+    )
     parser.add_argument("--l2", type=float, default=defaults.l2, help="L2 weight penalty")
     parser.add_argument("--dropout", type=float, default=defaults.dropout)
     parser.add_argument(
@@ -79,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=args.batch_size,
         optimizer=args.optimizer,
         learning_rate=args.learning_rate,
+        schedule=args.schedule,
         l2=args.l2,
         dropout=args.dropout,
         augment=args.augment,

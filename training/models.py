@@ -33,7 +33,8 @@ def build_cnn(dropout: float, l2: float) -> keras.Model:
         x = layers.Conv2D(filters, 3, padding="same", kernel_regularizer=_regularizer(l2))(x)
         x = layers.BatchNormalization()(x)
         x = layers.ReLU()(x)
-        x = layers.MaxPooling2D()(x)
+        # "same": 7x7 pools to 4x4, keeping the last row and column that "valid" drops.
+        x = layers.MaxPooling2D(padding="same")(x)
     # Dropout only after the last batch norm: dropout feeding batch norm shifts its
     # statistics between training and inference (validation accuracy collapsed when tried).
     x = layers.Flatten()(x)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +16,9 @@ from training.models import BUILDERS
 
 SHUFFLE_BUFFER = 60_000  # the whole training split: a full shuffle every epoch
 MAX_SHIFT = 2  # pixels; garments in Fashion-MNIST are centred to within a few pixels
-LR_PATIENCE = 2  # epochs without validation-loss progress before the rate halves
+LR_PATIENCE = 2  # plateau schedule: epochs without validation-loss progress before halving
 MIN_LEARNING_RATE = 1e-5
+WARMUP_EPOCHS = 1  # cosine schedule: a linear ramp to the full rate, then decay to zero
 
 
 @dataclass(frozen=True)
@@ -28,8 +30,9 @@ class TrainConfig:
     batch_size: int = 256
     optimizer: str = "adam"
     learning_rate: float = 1e-3
+    schedule: str = "cosine"
     l2: float = 0.0
-    dropout: float = 0.4
+    dropout: float = 0.3
     augment: bool = True
     patience: int = 6
     validation_fraction: float = 0.1
@@ -94,7 +97,24 @@ def _augment(image: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     return tf.image.random_crop(image, [size, size, 1]), label
 
 
-def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
+def make_learning_rate(
+    config: TrainConfig, steps_per_epoch: int
+) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """A fixed rate (halved on plateaus by a callback), or warm-up then cosine decay to zero."""
+    if config.schedule == "plateau":
+        return config.learning_rate
+    warmup = WARMUP_EPOCHS * steps_per_epoch
+    return keras.optimizers.schedules.CosineDecay(
+        0.0,
+        decay_steps=max(1, config.epochs * steps_per_epoch - warmup),
+        warmup_target=config.learning_rate,
+        warmup_steps=warmup,
+    )
+
+
+def make_optimizer(
+    name: str, learning_rate: float | keras.optimizers.schedules.LearningRateSchedule
+) -> keras.optimizers.Optimizer:
     """Return mini-batch SGD with Nesterov momentum, or Adam."""
     if name == "sgd":
         return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True)
@@ -102,16 +122,19 @@ def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimize
 
 
 def make_callbacks(config: TrainConfig, logdir: Path | None) -> list[keras.callbacks.Callback]:
-    """Progress, learning-rate decay, early stopping on validation, and TensorBoard."""
+    """Progress, early stopping on validation, plateau decay if chosen, and TensorBoard."""
     callbacks: list[keras.callbacks.Callback] = [
         EpochProgress(config.epochs),
-        keras.callbacks.ReduceLROnPlateau(
-            monitor="val_loss", factor=0.5, patience=LR_PATIENCE, min_lr=MIN_LEARNING_RATE
-        ),
         keras.callbacks.EarlyStopping(
             monitor="val_accuracy", patience=config.patience, restore_best_weights=True
         ),
     ]
+    if config.schedule == "plateau":
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss", factor=0.5, patience=LR_PATIENCE, min_lr=MIN_LEARNING_RATE
+            )
+        )
     if logdir is not None:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(logdir)))
     return callbacks
@@ -124,8 +147,9 @@ def train(
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
     model = BUILDERS[config.model](config.dropout, config.l2)
+    steps_per_epoch = math.ceil(len(train.labels) / config.batch_size)
     model.compile(
-        optimizer=make_optimizer(config.optimizer, config.learning_rate),
+        optimizer=make_optimizer(config.optimizer, make_learning_rate(config, steps_per_epoch)),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
