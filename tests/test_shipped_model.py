@@ -13,8 +13,9 @@ from training.data import load_split
 
 MAX_VERSION_BYTES = 10 * 1024 * 1024
 # The quality gate the shipped model must keep. The project's target is 0.935 (issue 2);
-# the CNN trained within this machine's 30-minute budget reaches 0.9203 (docs/training.md).
-MIN_ACCURACY = 0.92
+# the CNN trained within this machine's 30-minute budget reaches 0.9264 (docs/training.md).
+MIN_ACCURACY = 0.926
+MAX_TRAINING_SECONDS = 30 * 60  # trainable from scratch in 30 minutes on the 2-core machine
 
 
 def shipped():
@@ -30,6 +31,7 @@ def test_shipped_model_is_version_1_under_10_mb_with_its_documents():
     metadata = json.loads((folder / "metadata.json").read_text())
     assert metadata["hyperparameters"]["model"] == "cnn"
     assert metadata["metrics"]["accuracy"] >= MIN_ACCURACY
+    assert metadata["training_seconds"] <= MAX_TRAINING_SECONDS
     assert (folder / "README.md").is_file() and (folder / "confusion_matrix.png").is_file()
 
 

@@ -159,6 +159,7 @@ def train(
         validation_data=make_dataset(validation, 1024, augment=False, seed=config.seed),
         epochs=config.epochs,
         callbacks=make_callbacks(config, logdir),
+        shuffle=False,  # the dataset shuffles itself (make_dataset); Keras warned otherwise
         verbose=0,
     )
     val_accuracy = history.history["val_accuracy"]
