@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
@@ -28,92 +28,98 @@ class BatchingConfig:
 
 @dataclass
 class _Item:
-    """One request's images waiting for the model, and where its result goes."""
+    """One request's images waiting for the model, and, once done, its outcome."""
 
     images: np.ndarray
-    future: Future = field(default_factory=Future)
     queued_at: float = field(default_factory=time.perf_counter)
-
-
-_STOP = object()  # queued by close(): everything before it is still served
+    done: bool = False
+    result: np.ndarray | None = None
+    error: Exception | None = None
 
 
 class BatchingPredictor:
     """Group concurrent predict calls into one model call, up to `max_batch` images.
 
-    The loop takes whatever is queued. It waits up to `max_wait` for more only when the
-    previous batch held several requests (the sign of concurrent load), so a lone request
-    never waits. A full queue refuses new work with 503 instead of growing latency.
+    There is no batching thread (leader and followers): a request that finds the model idle
+    calls it in its own thread for everything queued so far, its own images included, while
+    requests arriving meanwhile queue up; when the call ends, one of them leads the next
+    batch. A lone request therefore calls the model at once, with no hand-off between
+    threads, and under load batches form while the model runs. The leader waits up to
+    `max_wait` for batch-mates only when the previous batch held several requests (the sign
+    of concurrent load). A full queue refuses new work with 503 instead of growing latency.
     """
 
     def __init__(self, predict: PredictFn, config: BatchingConfig) -> None:
         self._predict = predict
         self.max_batch = config.max_batch
         self.max_wait = config.max_wait
-        self._queue: queue.Queue = queue.Queue(maxsize=config.max_queue)
+        self.max_queue = config.max_queue
+        self._pending: deque[_Item] = deque()
+        self._busy = False  # a leader is gathering or running a batch
         self._under_load = False
         self._closed = False
-        self._thread = threading.Thread(target=self._loop, name="batcher", daemon=True)
-        self._thread.start()
+        self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)  # the leader waits for batch-mates
+        self._finished = threading.Condition(self._lock)  # followers wait for a batch's end
 
     def predict(self, images: np.ndarray) -> np.ndarray:
-        """Queue a request's images and block until its probabilities are ready."""
+        """Queue a request's images and return their probabilities, leading a batch if idle."""
         item = _Item(images)
-        try:
-            if self._closed:
-                raise queue.Full
-            self._queue.put_nowait(item)
-        except queue.Full:
-            raise Overloaded(
-                "Too many requests are waiting for the model; retry shortly.",
-                headers={"Retry-After": "1"},
-            ) from None
-        return item.future.result()
+        with self._lock:
+            if self._closed or len(self._pending) >= self.max_queue:
+                raise Overloaded(
+                    "Too many requests are waiting for the model; retry shortly.",
+                    headers={"Retry-After": "1"},
+                )
+            self._pending.append(item)
+            self._arrived.notify()
+        while True:
+            with self._lock:
+                while self._busy and not item.done:
+                    self._finished.wait()
+                if item.done:
+                    return _outcome(item)
+                self._busy = True
+                batch = self._gather()
+            try:
+                self._run(batch)
+            finally:
+                with self._lock:
+                    self._busy = False
+                    self._finished.notify_all()
 
     def close(self, timeout: float = 30) -> None:
-        """Serve everything already queued, then stop the loop."""
-        self._closed = True
-        self._queue.put(_STOP)
-        self._thread.join(timeout)
+        """Refuse new requests and wait until every queued one has been served."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            self._closed = True
+            while self._pending or self._busy:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._finished.wait(remaining)
 
-    def _loop(self) -> None:
-        """Run batches until close(); then serve anything that raced past it."""
-        carry = None
-        while True:
-            first = carry if carry is not None else self._queue.get()
-            if first is _STOP:
-                break
-            batch, carry = self._gather(first)
-            self._under_load = len(batch) > 1
-            self._run(batch)
-        while not self._queue.empty():
-            item = self._queue.get_nowait()
-            if item is not _STOP:
-                self._run([item])
-
-    def _gather(self, first: _Item) -> tuple[list[_Item], object | None]:
-        """Collect items up to max_batch images; return the batch and any item left over."""
-        batch, size = [first], len(first.images)
-        deadline = time.perf_counter() + (self.max_wait if self._under_load else 0.0)
-        while size < self.max_batch:
-            item = self._next(deadline)
-            if item is None:
-                break
-            if item is _STOP or size + len(item.images) > self.max_batch:
-                return batch, item
+    def _gather(self) -> list[_Item]:
+        """Take queued items up to max_batch images (always the first), the lock held."""
+        if self._under_load and self.max_wait > 0:
+            deadline = time.perf_counter() + self.max_wait
+            while self._queued_images() < self.max_batch:
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0 or self._closed:
+                    break
+                self._arrived.wait(remaining)
+        batch = [self._pending.popleft()]
+        size = len(batch[0].images)
+        while self._pending and size + len(self._pending[0].images) <= self.max_batch:
+            item = self._pending.popleft()
             batch.append(item)
             size += len(item.images)
-        return batch, None
+        self._under_load = len(batch) > 1
+        return batch
 
-    def _next(self, deadline: float) -> object | None:
-        """Take the next queued item, waiting until `deadline` at most; None if none came."""
-        try:
-            remaining = deadline - time.perf_counter()
-            if remaining <= 0:
-                return self._queue.get_nowait()
-            return self._queue.get(timeout=remaining)
-        except queue.Empty:
-            return None
+    def _queued_images(self) -> int:
+        """Images waiting in the queue, the lock held."""
+        return sum(len(item.images) for item in self._pending)
 
     def _run(self, batch: list[_Item]) -> None:
         """Call the model once for the batch and hand each item its rows."""
@@ -127,13 +133,22 @@ class BatchingPredictor:
             return
         offset = 0
         for item in batch:
-            item.future.set_result(probabilities[offset : offset + len(item.images)])
+            item.result = probabilities[offset : offset + len(item.images)]
             offset += len(item.images)
+            item.done = True
 
     def _run_one_by_one(self, batch: list[_Item]) -> None:
         """Isolate a failure: give each item its own call and its own outcome."""
         for item in batch:
             try:
-                item.future.set_result(self._predict(item.images))
+                item.result = self._predict(item.images)
             except Exception as error:  # noqa: BLE001 - delivered to the waiting request
-                item.future.set_exception(error)
+                item.error = error
+            item.done = True
+
+
+def _outcome(item: _Item) -> np.ndarray:
+    """An item's probabilities, or the exception its model call raised."""
+    if item.error is not None:
+        raise item.error
+    return cast(np.ndarray, item.result)

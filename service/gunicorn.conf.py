@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 
+from gunicorn.glogging import Logger
 from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
@@ -15,15 +16,15 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 bind = [f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"]
 
 # Each worker is a process with its own TensorFlow runtime and model copy. Measured at
-# concurrency 32 on 2 cores (docs/benchmarks.md): 2 workers beat 1 and 3 (351, 296 and 230
-# requests/s, each with the best thread counts tried).
+# concurrency 32 on 2 cores, batching on (docs/benchmarks.md, "Workers and threads"):
+# 2 workers beat 1 (whose Python is held to one core by its GIL) and 3.
 workers = int(os.environ.get("FMNIST_WORKERS", "2"))
 
-# gthread: a few threads per worker overlap request parsing with inference (and feed the
-# batcher), and a slow client ties up one thread, not a whole worker. 8 threads did not beat
-# 4 (254 requests/s each, docs/benchmarks.md).
+# gthread: threads overlap request parsing with inference, and every request waiting in a
+# worker can join its next model call, so more threads make larger batches: 16 beat 4, 8
+# and 32 in the same measurements. A slow client ties up one thread, not a whole worker.
 worker_class = "gthread"
-threads = int(os.environ.get("FMNIST_THREADS", "4"))
+threads = int(os.environ.get("FMNIST_THREADS", "16"))
 
 # Kill a worker stuck longer than this; loading TensorFlow and the model takes a few seconds.
 timeout = int(os.environ.get("FMNIST_TIMEOUT", "60"))
@@ -37,9 +38,20 @@ keepalive = 5
 # Off: TensorFlow's thread pools do not survive fork, so each worker imports and loads it.
 preload_app = False
 
+
+class AppLogger(Logger):
+    """Gunicorn's logger minus its access log: the app writes each request's JSON line."""
+
+    def access(self, resp, req, environ, request_time) -> None:  # noqa: ANN001 - gunicorn's
+        """Write nothing. With logconfig_dict set, gunicorn would otherwise build the
+        access-log fields of every request (measured: 4% of a worker's Python time) for a
+        logger nobody reads."""
+
+
 # Per-request lines come from the app as JSON (service/instrumentation.py), so gunicorn's
 # own access log stays off; its error log (start-up, worker deaths) goes to stderr.
 accesslog = None
+logger_class = AppLogger
 errorlog = "-"
 loglevel = os.environ.get("FMNIST_LOG_LEVEL", "info")
 

@@ -34,9 +34,9 @@ class Settings:
     request_timeout: float = 30.0
     """Seconds a /predict request may take, upload included: 408 if the body is still
     arriving then, 503 deadline_exceeded if it is still being processed (see docs/security.md)."""
-    tf_threads: int = 2
-    """TensorFlow intra-op and inter-op threads per worker: 2 served 351 requests/s against
-    254 with 1 at concurrency 32, 2 workers, on 2 cores (docs/benchmarks.md)."""
+    tf_threads: int = 1
+    """TensorFlow intra-op and inter-op threads per worker: with 2 workers on 2 cores, 1 each
+    keeps TensorFlow's pools from competing with the other worker (docs/benchmarks.md)."""
     warmup: bool = True
     """Run one inference after loading, so the first request pays no graph tracing."""
     batching: bool = True

@@ -107,6 +107,17 @@ def test_a_lone_request_is_not_held_back():
     assert model.calls == [1, 1, 1]
 
 
+def test_a_lone_request_calls_the_model_in_its_own_thread():
+    callers = []
+    batcher = BatchingPredictor(
+        lambda images: callers.append(threading.current_thread()) or images[:, 0, :10] * 1.0,
+        BatchingConfig(64, 0.002, 10),
+    )
+    batcher.predict(images_of(7))
+    batcher.close()
+    assert callers == [threading.current_thread()]  # no hand-off to another thread
+
+
 @pytest.mark.slow
 def test_concurrent_uploads_share_model_calls_in_a_real_server(live_server):
     from tests.images import encode, garment
