@@ -13,8 +13,8 @@ from training.data import load_split
 
 MAX_VERSION_BYTES = 10 * 1024 * 1024
 # The quality gate the shipped model must keep. The project's target is 0.935 (issue 2);
-# the CNN trained within this machine's 30-minute budget reaches 0.9264 (docs/training.md).
-MIN_ACCURACY = 0.926
+# the CNN trained within this machine's 30-minute budget reaches 0.9290 (docs/training.md).
+MIN_ACCURACY = 0.929
 MAX_TRAINING_SECONDS = 30 * 60  # trainable from scratch in 30 minutes on the 2-core machine
 
 

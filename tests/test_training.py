@@ -218,6 +218,7 @@ def test_help_lists_every_option():
         "--batch-size",
         "--optimizer",
         "--learning-rate",
+        "--schedule",
         "--l2",
         "--dropout",
         "--seed",
@@ -226,3 +227,24 @@ def test_help_lists_every_option():
         "--logdir",
     ):
         assert option in result.stdout
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero_and_plateau_halves_on_a_callback():
+    import keras
+
+    from training.train import TrainConfig, make_callbacks, make_learning_rate
+
+    cosine = TrainConfig(epochs=10, learning_rate=0.002)
+    schedule = make_learning_rate(cosine, steps_per_epoch=100)
+    rate = [float(schedule(step)) for step in (0, 50, 100, 550, 1000)]
+    assert rate[0] == 0 and rate[1] == pytest.approx(0.001) and rate[2] == pytest.approx(0.002)
+    assert rate[2] > rate[3] > rate[4] and rate[4] == pytest.approx(0, abs=1e-9)
+    assert not any(
+        isinstance(c, keras.callbacks.ReduceLROnPlateau) for c in make_callbacks(cosine, None)
+    )
+
+    plateau = TrainConfig(schedule="plateau", learning_rate=0.002)
+    assert make_learning_rate(plateau, steps_per_epoch=100) == 0.002
+    assert any(
+        isinstance(c, keras.callbacks.ReduceLROnPlateau) for c in make_callbacks(plateau, None)
+    )

@@ -32,7 +32,7 @@ class TrainConfig:
     learning_rate: float = 1e-3
     schedule: str = "cosine"
     l2: float = 0.0
-    dropout: float = 0.3
+    dropout: float = 0.1
     augment: bool = True
     patience: int = 6
     validation_fraction: float = 0.1
