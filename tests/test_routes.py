@@ -119,7 +119,10 @@ def test_json_b64_and_pixel_arrays_agree_with_the_png_upload(client):
     assert response.status_code == 200, response.json
     assert_predictions(response.json, 2)
     first, second = response.json["predictions"]
-    assert first["probabilities"] == second["probabilities"]
+    # Same pixels, two rows of one model call: oneDNN may take different code paths for
+    # different rows of a batch, so the last float bits can differ (seen: 7e-9).
+    assert first["probabilities"] == pytest.approx(second["probabilities"], abs=1e-6)
+    assert first["label"] == second["label"]
 
 
 def test_top_k_lists_the_best_classes_in_order(client):
