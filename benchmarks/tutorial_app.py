@@ -17,9 +17,7 @@ from flask import Flask, jsonify, request
 from PIL import Image
 
 from service.model import list_versions
-
-CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat"]
-CLASS_NAMES += ["Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+from training.data import CLASS_NAMES
 
 
 def create_app() -> Flask:
