@@ -80,6 +80,9 @@ def test_cli_trains_and_exports_a_loadable_versioned_model(family, tiny_data_dir
     probabilities = signature(images=tf.constant(images))["probabilities"].numpy()
     assert probabilities.shape == (5, 10) and probabilities.dtype == np.float32
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    # Mirror averaging (on by default): an image and its mirror image get the same answer.
+    mirrored = signature(images=tf.constant(images[:, :, ::-1].copy()))["probabilities"]
+    np.testing.assert_allclose(mirrored.numpy(), probabilities, atol=1e-6)
 
     metadata = json.loads((folder / "metadata.json").read_text())
     assert METADATA_FIELDS <= set(metadata)
@@ -91,11 +94,29 @@ def test_cli_trains_and_exports_a_loadable_versioned_model(family, tiny_data_dir
     assert (folder / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert any((tmp_path / "logs").rglob("events.out.tfevents.*"))
 
-    # The next run, without --version, becomes version 2; an explicit existing one is refused.
+    # The next run, without --version, becomes version 2; this one exports the bare network.
     second = run_cli(
-        "--data-dir", str(tiny_data_dir), "--model", "dfn", "--epochs", "1", "--output", str(output)
+        "--data-dir",
+        str(tiny_data_dir),
+        "--model",
+        "dfn",
+        "--epochs",
+        "1",
+        "--no-mirror-average",
+        "--output",
+        str(output),
     )
     assert second.returncode == 0 and (output / "2" / "saved_model.pb").is_file()
+    bare = tf.saved_model.load(str(output / "2")).signatures["serving_default"]
+    as_is, flipped = (
+        bare(images=tf.constant(x))["probabilities"].numpy()
+        for x in (images, images[:, :, ::-1].copy())
+    )
+    assert not np.allclose(as_is, flipped, atol=1e-6)
+    second_metadata = json.loads((output / "2" / "metadata.json").read_text())
+    assert second_metadata["hyperparameters"]["mirror_average"] is False
+
+    # An explicit existing version is refused.
     clash = run_cli(
         "--data-dir",
         str(tiny_data_dir),
@@ -221,6 +242,9 @@ def test_help_lists_every_option():
         "--schedule",
         "--l2",
         "--dropout",
+        "--no-augment",
+        "--no-mirror-average",
+        "--patience",
         "--seed",
         "--output",
         "--version",
@@ -248,3 +272,35 @@ def test_cosine_schedule_warms_up_then_decays_to_zero_and_plateau_halves_on_a_ca
     assert any(
         isinstance(c, keras.callbacks.ReduceLROnPlateau) for c in make_callbacks(plateau, None)
     )
+
+
+def test_augmentation_flips_and_shifts_whole_pixels_repeatably_and_keeps_labels():
+    from training.data import Dataset
+    from training.train import MAX_SHIFT, make_dataset
+
+    images = np.zeros((64, 28, 28), dtype=np.uint8)
+    images[:, 13, 10] = 255  # one bright pixel left of centre: flips and shifts move it
+    labels = np.arange(64, dtype=np.uint8) % 10
+
+    def one_epoch() -> tuple[np.ndarray, np.ndarray]:
+        batches = list(make_dataset(Dataset(images, labels), 16, augment=True, seed=7))
+        return (
+            np.concatenate([b[0].numpy() for b in batches])[..., 0],
+            np.concatenate([b[1].numpy() for b in batches]),
+        )
+
+    augmented, shuffled_labels = one_epoch()
+    assert augmented.shape == (64, 28, 28)
+    assert sorted(shuffled_labels) == sorted(labels)
+    rows, columns = [], []
+    for image in augmented:
+        bright = np.argwhere(image == 255)
+        assert len(bright) == 1 and set(np.unique(image)) == {0, 255}  # whole pixels, no blur
+        rows.append(bright[0][0])
+        columns.append(bright[0][1])
+    assert all(abs(r - 13) <= MAX_SHIFT for r in rows) and len(set(rows)) > 1
+    flipped = [c for c in columns if c > 13]  # mirrored to 17, then shifted
+    assert all(abs(c - 17) <= MAX_SHIFT for c in flipped) and 0 < len(flipped) < 64
+    assert all(abs(c - 10) <= MAX_SHIFT for c in columns if c <= 13)
+    again, _ = one_epoch()
+    np.testing.assert_array_equal(again, augmented)  # seeded: the same epoch again

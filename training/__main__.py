@@ -53,7 +53,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--no-augment",
         dest="augment",
         action="store_false",
-        help="switch off random flips and shifts",
+        help="switch off random flips and shifts (and with them --no-mirror-average)",
+    )
+    parser.add_argument(
+        "--no-mirror-average",
+        dest="mirror_average",
+        action="store_false",
+        help="export the bare network instead of averaging each image's prediction with its "
+        "mirror image's (test-time augmentation, one more forward pass)",
     )
     parser.add_argument(
         "--patience",
@@ -90,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         l2=args.l2,
         dropout=args.dropout,
         augment=args.augment,
+        # A network never shown flipped images is not averaged with its mirror image.
+        mirror_average=args.mirror_average and args.augment,
         patience=args.patience,
         seed=args.seed,
     )

@@ -85,6 +85,16 @@ def save_confusion_image(confusion: list[list[int]], path: Path) -> None:
     plt.close(figure)
 
 
+def mirror_note(hyperparameters: dict) -> str:
+    """Say, when it is so, that each answer averages an image and its mirror image."""
+    if not hyperparameters.get("mirror_average"):
+        return ""
+    return (
+        "\nEach row averages the network's probabilities for the image and for its mirror"
+        "\nimage (test-time augmentation: two forward passes, the same weights)."
+    )
+
+
 def model_card(metadata: dict) -> str:
     """Return the version folder's README: intended use, data, metrics, known limits."""
     metrics = metadata["metrics"]
@@ -111,7 +121,7 @@ and the 10,000 test images, used once for the figures below. File checksums are 
 ## Interface
 SavedModel signature `{SIGNATURE_NAME}`: input `{INPUT_NAME}`, uint8 `[N, 28, 28]`, values 0 to 255,
 light garment on a black background; output `{OUTPUT_NAME}`, float32 `[N, 10]`, rows sum to 1,
-columns in the order of `class_names` in `metadata.json`.
+columns in the order of `class_names` in `metadata.json`.{mirror_note(hp)}
 
 ## Metrics (test set)
 Accuracy **{metrics["accuracy"]:.4f}**. Confusion matrix: `confusion_matrix.png`.

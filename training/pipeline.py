@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from training.data import CLASS_NAMES, load_fashion_mnist, stratified_split
 from training.export import INPUT_SPEC, OUTPUT_SPEC, SIGNATURE_NAME, export
+from training.models import with_mirror_averaging
 from training.train import TrainConfig, TrainResult, evaluate, predict_probabilities, train
 
 MODEL_NAME = "fashion_mnist"
@@ -68,14 +69,13 @@ def run(
         flush=True,
     )
     result = train(config, train_split, validation, logdir)
-    metrics = evaluate(predict_probabilities(result.model, data.test.images), data.test.labels)
+    model = with_mirror_averaging(result.model) if config.mirror_average else result.model
+    metrics = evaluate(predict_probabilities(model, data.test.images), data.test.labels)
     print(
         f"test accuracy {metrics['accuracy']:.4f} after {result.epochs_run} epochs "
         f"in {result.seconds:.0f}s",
         flush=True,
     )
-    folder = export(
-        result.model, build_metadata(config, result, metrics, data.sha256), output, version
-    )
+    folder = export(model, build_metadata(config, result, metrics, data.sha256), output, version)
     print(f"exported {folder}", flush=True)
     return folder

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from training.data import NUM_CLASSES, Dataset
+from training.data import IMAGE_SIZE, NUM_CLASSES, Dataset
 from training.models import BUILDERS
 
 SHUFFLE_BUFFER = 60_000  # the whole training split: a full shuffle every epoch
@@ -26,7 +27,7 @@ class TrainConfig:
     """Every hyper-parameter of one training run."""
 
     model: str = "cnn"
-    epochs: int = 22
+    epochs: int = 26
     batch_size: int = 256
     optimizer: str = "adam"
     learning_rate: float = 1e-3
@@ -34,6 +35,7 @@ class TrainConfig:
     l2: float = 0.0
     dropout: float = 0.1
     augment: bool = True
+    mirror_average: bool = True
     patience: int = 6
     validation_fraction: float = 0.1
     seed: int = 42
@@ -83,18 +85,29 @@ def make_dataset(data: Dataset, batch_size: int, augment: bool, seed: int) -> tf
     dataset = tf.data.Dataset.from_tensor_slices((images, data.labels.astype("int32")))
     if augment:
         dataset = dataset.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True)
-        dataset = dataset.map(_augment)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.batch(batch_size)
+    if augment:
+        dataset = dataset.map(make_augmenter(seed))
+    return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def _augment(image: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """Flip left-right (garments are symmetric) and shift a few pixels (imperfect centring)."""
-    size = image.shape[0]
-    image = tf.image.random_flip_left_right(image)
-    image = tf.image.pad_to_bounding_box(
-        image, MAX_SHIFT, MAX_SHIFT, size + 2 * MAX_SHIFT, size + 2 * MAX_SHIFT
+def make_augmenter(seed: int) -> Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
+    """Flip left-right (garments are symmetric) and shift whole pixels (imperfect centring)."""
+    # Whole batches at a time: a third of the CPU time of the same ops image by image.
+    flip = keras.layers.RandomFlip("horizontal", seed=seed)
+    shift = keras.layers.RandomTranslation(
+        MAX_SHIFT / IMAGE_SIZE,
+        MAX_SHIFT / IMAGE_SIZE,
+        fill_mode="constant",
+        interpolation="nearest",  # whole-pixel shifts: no blurring between neighbours
+        seed=seed + 1,
     )
-    return tf.image.random_crop(image, [size, size, 1]), label
+
+    def augment(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Augment one batch of images; labels pass through."""
+        return shift(flip(images, training=True), training=True), labels
+
+    return augment
 
 
 def make_learning_rate(
