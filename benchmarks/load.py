@@ -209,6 +209,19 @@ def load_levels(server: Server, body_file: Path, seconds: int, name: str) -> dic
     return results
 
 
+def model_info(model_dir: Path) -> dict:
+    """The served version's number, test accuracy and whether it runs each image twice."""
+    from service.model import list_versions
+
+    version = list_versions(model_dir)[-1]
+    metadata = json.loads((model_dir / str(version) / "metadata.json").read_text())
+    return {
+        "version": version,
+        "test_accuracy": metadata["metrics"]["accuracy"],
+        "mirror_average": metadata["hyperparameters"].get("mirror_average", False),
+    }
+
+
 def model_alone(model_dir: Path, seconds: float = 3.0) -> dict:
     """Images per second of the SavedModel signature in-process, at each batch size."""
     from service.model import list_versions, load_version
@@ -286,6 +299,7 @@ def run(seconds: int, model_dir: Path, settings: dict[str, str], with_sweep: boo
         },
         "settings": settings,
         "seconds_per_level": seconds,
+        "model": model_info(model_dir),
     }
     for name, extra, app in SERVERS:
         progress(f"{name}: starting gunicorn")
@@ -317,6 +331,8 @@ def markdown(results: dict) -> str:
         "of a 28x28 PNG to `POST /predict`, load generator on the same machine.",
         "",
         f"Settings: `{json.dumps(results['settings'])}`.",
+        "",
+        describe_model(results["model"]),
         "",
         "Servers: `floor` reads the upload and answers (benchmarks/floor_app.py); `tutorial` is "
         "a tutorial-style Flask app calling the model once per request with no validation, "
@@ -396,6 +412,19 @@ def markdown(results: dict) -> str:
         "",
     ]
     return "\n".join(lines + against_targets(results))
+
+
+def describe_model(model: dict) -> str:
+    """One sentence on the model measured."""
+    passes = (
+        "its SavedModel runs the network on each image and on its mirror image and averages"
+        if model["mirror_average"]
+        else "its SavedModel runs the network once per image"
+    )
+    return (
+        f"Model: version {model['version']} of `models/fashion_mnist` (test accuracy "
+        f"{model['test_accuracy']:.4f}); {passes}."
+    )
 
 
 def against_targets(results: dict) -> list[str]:
