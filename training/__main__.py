@@ -53,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--no-augment",
         dest="augment",
         action="store_false",
-        help="switch off random flips and shifts (and with them --no-mirror-average)",
+        help="switch off random flips and shifts (and with them mirror averaging)",
     )
     parser.add_argument(
         "--no-mirror-average",
