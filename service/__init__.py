@@ -51,6 +51,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         settings.model_poll_seconds,
         name=settings.model_name,
         batching=batching_config(settings),
+        runtime=settings.runtime,
     )
     app.extensions["predictor"] = predictor
     errors.register_error_handlers(app)

@@ -23,6 +23,7 @@ import numpy as np
 from service import metrics
 from service.batching import BatchingConfig, BatchingPredictor
 from service.errors import ModelNotReady, ModelVersionNotFound
+from service.runtime import Runtime, load_runtime
 
 log = logging.getLogger(__name__)
 
@@ -32,23 +33,14 @@ VERSION_FOLDER = re.compile(r"[0-9]+")  # ASCII digits only: str.isdigit() also 
 
 @dataclass
 class LoadedModel:
-    """One loaded SavedModel version and what its metadata says about it."""
+    """One loaded model version, the runtime that runs it, and what its metadata says."""
 
     version: int
     path: Path
     metadata: dict[str, Any]
-    saved_model: Any
+    runtime: Runtime
     load_seconds: float
-    signature: Any = field(init=False)
-    input_name: str = field(init=False)
-    output_name: str = field(init=False)
     batcher: BatchingPredictor | None = field(default=None, init=False)
-
-    def __post_init__(self) -> None:
-        """Find the serving signature and its tensor names, as written at export."""
-        self.signature = self.saved_model.signatures[self.metadata["signature_name"]]
-        self.input_name = self.metadata["input"]["name"]
-        self.output_name = self.metadata["output"]["name"]
 
     @property
     def class_names(self) -> list[str]:
@@ -59,6 +51,16 @@ class LoadedModel:
     def signature_name(self) -> str:
         """Name of the serving signature."""
         return self.metadata["signature_name"]
+
+    @property
+    def input_name(self) -> str:
+        """Name of the signature's input tensor, as written at export."""
+        return self.metadata["input"]["name"]
+
+    @property
+    def output_name(self) -> str:
+        """Name of the signature's output tensor, as written at export."""
+        return self.metadata["output"]["name"]
 
     @cached_property
     def signature_def(self) -> dict[str, Any]:
@@ -73,11 +75,8 @@ class LoadedModel:
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Return (N, 10) float32 probabilities for uint8 images (N, 28, 28): one model call."""
-        import tensorflow as tf
-
         started = time.perf_counter()
-        outputs = self.signature(**{self.input_name: tf.constant(images, dtype=tf.uint8)})
-        probabilities = outputs[self.output_name].numpy()
+        probabilities = self.runtime(images)
         metrics.INFERENCE_LATENCY.observe(time.perf_counter() - started)
         metrics.BATCH_SIZE.observe(len(images))
         return probabilities
@@ -103,19 +102,21 @@ def list_versions(model_dir: Path) -> list[int]:
     return sorted(version_folders(model_dir))
 
 
-def load_folder(path: Path, version: int) -> LoadedModel:
-    """Load one version folder's serving signature and metadata."""
-    import tensorflow as tf
-
+def load_folder(path: Path, version: int, runtime: str = "litert", threads: int = 1) -> LoadedModel:
+    """Load one version folder's metadata and its serving signature into `runtime`."""
     started = time.perf_counter()
     metadata = json.loads((path / "metadata.json").read_text())
-    saved_model = tf.saved_model.load(str(path))
-    return LoadedModel(version, path, metadata, saved_model, time.perf_counter() - started)
+    names = (metadata["signature_name"], metadata["input"]["name"], metadata["output"]["name"])
+    loaded = load_runtime(runtime, path, *names, threads)
+    return LoadedModel(version, path, metadata, loaded, time.perf_counter() - started)
 
 
-def load_version(model_dir: Path, version: int) -> LoadedModel:
+def load_version(
+    model_dir: Path, version: int, runtime: str = "litert", threads: int = 1
+) -> LoadedModel:
     """Load one version's serving signature and metadata."""
-    return load_folder(version_folders(model_dir).get(version, model_dir / str(version)), version)
+    path = version_folders(model_dir).get(version, model_dir / str(version))
+    return load_folder(path, version, runtime, threads)
 
 
 def fingerprint(path: Path) -> tuple[int, int, int]:
@@ -190,12 +191,14 @@ class Predictor:
         *,
         name: str = "fashion_mnist",
         batching: BatchingConfig | None = None,
+        runtime: str = "litert",
     ) -> None:
         self.model_dir = model_dir
         self.name = name
         self.batching = batching
         self.warmup = warmup
         self.tf_threads = tf_threads
+        self.runtime = runtime
         self.policy = VersionPolicy.parse(versions)
         self.poll_seconds = poll_seconds
         self.error: str | None = None
@@ -261,7 +264,7 @@ class Predictor:
         if failure is not None and failure.fingerprint == now:
             return None  # unchanged since it failed: do not retry every poll
         try:
-            model = load_folder(path, version)
+            model = load_folder(path, version, self.runtime, self.tf_threads)
             if self.warmup:
                 model.predict(np.zeros((1, SIZE, SIZE), dtype=np.uint8))
         except Exception as error:  # noqa: BLE001 - a broken version must not stop serving

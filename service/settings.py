@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from service.runtime import RUNTIMES
+
 ENV_PREFIX = "FMNIST_"
 
 
@@ -34,9 +36,12 @@ class Settings:
     request_timeout: float = 30.0
     """Seconds a /predict request may take, upload included: 408 if the body is still
     arriving then, 503 deadline_exceeded if it is still being processed (see docs/security.md)."""
+    runtime: str = "litert"
+    """What runs the SavedModel: "litert" (converted at load, run by LiteRT's interpreter) or
+    "savedmodel" (TensorFlow's signature); service/runtime.py, measured in docs/benchmarks.md."""
     tf_threads: int = 1
-    """TensorFlow intra-op and inter-op threads per worker: with 2 workers on 2 cores, 1 each
-    keeps TensorFlow's pools from competing with the other worker (docs/benchmarks.md)."""
+    """Threads of one model call (LiteRT's, or TensorFlow's intra- and inter-op pools) per
+    worker: with 2 workers on 2 cores, 1 each keeps them from competing (docs/benchmarks.md)."""
     warmup: bool = True
     """Run one inference after loading, so the first request pays no graph tracing."""
     batching: bool = True
@@ -61,6 +66,13 @@ class Settings:
         if unknown:
             raise ValueError(f"unknown settings: {sorted(unknown)}")
         return cls(**{**values, **overrides})
+
+    def __post_init__(self) -> None:
+        """Refuse a runtime that does not exist, naming its variable."""
+        if self.runtime not in RUNTIMES:
+            raise ValueError(
+                f"{ENV_PREFIX}RUNTIME={self.runtime!r}: choose one of {', '.join(RUNTIMES)}"
+            )
 
 
 def _parse(raw: str, default: Any, name: str) -> Any:

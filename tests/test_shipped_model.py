@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from service.model import list_versions, load_version
+from service.settings import Settings
 from tests.conftest import SHIPPED_MODEL_DIR, dataset_dir
 from training.data import load_split
 
@@ -18,8 +19,8 @@ MAX_TRAINING_SECONDS = 30 * 60  # trainable from scratch in 30 minutes on the 2-
 
 
 def shipped():
-    """Load the newest shipped version."""
-    return load_version(SHIPPED_MODEL_DIR, list_versions(SHIPPED_MODEL_DIR)[-1])
+    """Load the newest shipped version into the runtime the service uses by default."""
+    return load_version(SHIPPED_MODEL_DIR, list_versions(SHIPPED_MODEL_DIR)[-1], Settings().runtime)
 
 
 def test_shipped_model_is_version_1_under_10_mb_with_its_documents():

@@ -1,0 +1,88 @@
+"""Every runtime runs the shipped SavedModel to the same answers, on real image files."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from service.model import list_versions, load_version
+from service.preprocessing import decode_image, to_model_input
+from service.runtime import RUNTIMES
+from service.settings import Settings
+from tests.conftest import SHIPPED_MODEL_DIR
+from tests.idx import synthetic_images
+from tests.images import catalogue_photo, encode
+
+TOLERANCE = 1e-5
+
+
+@pytest.fixture(scope="module")
+def shipped_by_runtime():
+    """The newest shipped version, loaded once into each runtime."""
+    version = list_versions(SHIPPED_MODEL_DIR)[-1]
+    return {kind: load_version(SHIPPED_MODEL_DIR, version, kind) for kind in RUNTIMES}
+
+
+@pytest.fixture(scope="module")
+def real_images() -> np.ndarray:
+    """Model inputs made the service's way from real files: PNGs, JPEG and WebP catalogue
+    photos, and a few of every kind of noise, 64 in all (a full batch)."""
+    garments, _ = synthetic_images(20, seed=3)
+    files = [encode(image) for image in garments[:10]]
+    files += [encode(catalogue_photo(image), "JPEG", quality=90) for image in garments[10:16]]
+    files += [encode(catalogue_photo(image), "WEBP") for image in garments[16:20]]
+    inputs = [to_model_input(decode_image(data, 25_000_000, 20.0)) for data in files]
+    noise = np.random.default_rng(0).integers(0, 256, (64 - len(inputs), 28, 28), np.uint8)
+    return np.concatenate([np.stack(inputs), noise])
+
+
+def test_the_default_runtime_is_litert():
+    assert Settings().runtime == "litert"
+
+
+@pytest.mark.parametrize("batch", [1, 7, 64])
+def test_every_runtime_gives_the_same_probabilities_and_class(
+    shipped_by_runtime, real_images, batch
+):
+    reference = shipped_by_runtime["savedmodel"].predict(real_images[:batch])
+    for kind, model in shipped_by_runtime.items():
+        probabilities = model.predict(real_images[:batch])
+        assert probabilities.shape == (batch, 10) and probabilities.dtype == np.float32, kind
+        np.testing.assert_allclose(probabilities, reference, atol=TOLERANCE, rtol=0)
+        assert (probabilities.argmax(axis=1) == reference.argmax(axis=1)).all(), kind
+
+
+def test_litert_answers_concurrent_calls_of_different_sizes(shipped_by_runtime, real_images):
+    model = shipped_by_runtime["litert"]
+    sizes = [1 + n % 9 for n in range(60)]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda n: model.predict(real_images[:n]), sizes))
+    expected = shipped_by_runtime["savedmodel"].predict(real_images[:9])
+    for size, probabilities in zip(sizes, results, strict=True):
+        np.testing.assert_allclose(probabilities, expected[:size], atol=TOLERANCE, rtol=0)
+
+
+def test_an_unknown_runtime_stops_start_up_naming_its_variable():
+    with pytest.raises(ValueError, match="FMNIST_RUNTIME='onnx'"):
+        Settings.from_env({"FMNIST_RUNTIME": "onnx"})
+
+
+@pytest.mark.parametrize("kind", RUNTIMES)
+def test_the_app_serves_through_the_chosen_runtime(tiny_model_dir, kind):
+    from service import create_app
+
+    app = create_app({"model_dir": tiny_model_dir, "runtime": kind})
+    predictor = app.extensions["predictor"]
+    try:
+        assert predictor.wait_ready(60), predictor.error
+        assert type(predictor.model.runtime).__name__.lower().startswith(kind)
+        garments, _ = synthetic_images(1, seed=5)
+        response = app.test_client().post(
+            "/predict", data=encode(garments[0]), content_type="image/png"
+        )
+        assert response.status_code == 200
+        assert abs(sum(response.json["predictions"][0]["probabilities"].values()) - 1) < 1e-5
+    finally:
+        predictor.stop()
