@@ -28,13 +28,22 @@ class BatchingConfig:
 
 @dataclass
 class _Item:
-    """One request's images waiting for the model, and, once done, its outcome."""
+    """One request's images waiting for the model, and, once done, its outcome.
+
+    `wake` is held from the start; releasing it wakes the one thread that waits for this
+    item, either because its outcome is in or because it is to lead the next batch.
+    """
 
     images: np.ndarray
     queued_at: float = field(default_factory=time.perf_counter)
     done: bool = False
     result: np.ndarray | None = None
-    error: Exception | None = None
+    error: BaseException | None = None
+    wake: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        """Hold the wake-up lock, so that waiting on it blocks until it is released."""
+        self.wake.acquire()
 
 
 class BatchingPredictor:
@@ -42,11 +51,13 @@ class BatchingPredictor:
 
     There is no batching thread (leader and followers): a request that finds the model idle
     calls it in its own thread for everything queued so far, its own images included, while
-    requests arriving meanwhile queue up; when the call ends, one of them leads the next
-    batch. A lone request therefore calls the model at once, with no hand-off between
-    threads, and under load batches form while the model runs. The leader waits up to
-    `max_wait` for batch-mates only when the previous batch held several requests (the sign
-    of concurrent load). A full queue refuses new work with 503 instead of growing latency.
+    requests arriving meanwhile queue up. When the call ends, the leader wakes exactly the
+    requests it served and hands the lead to the oldest request still queued: no thread is
+    woken only to find that it has nothing to do. A lone request therefore calls the model at
+    once, with no hand-off between threads, and under load batches form while the model runs.
+    The leader waits up to `max_wait` for batch-mates only when the previous batch held
+    several requests (the sign of concurrent load). A full queue refuses new work with 503
+    instead of growing latency.
     """
 
     def __init__(self, predict: PredictFn, config: BatchingConfig) -> None:
@@ -55,12 +66,12 @@ class BatchingPredictor:
         self.max_wait = config.max_wait
         self.max_queue = config.max_queue
         self._pending: deque[_Item] = deque()
-        self._busy = False  # a leader is gathering or running a batch
+        self._busy = False  # a leader is gathering or running a batch, or has been named
         self._under_load = False
         self._closed = False
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)  # the leader waits for batch-mates
-        self._finished = threading.Condition(self._lock)  # followers wait for a batch's end
+        self._idle = threading.Condition(self._lock)  # close() waits for the last batch
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Queue a request's images and return their probabilities, leading a batch if idle."""
@@ -72,21 +83,15 @@ class BatchingPredictor:
                     headers={"Retry-After": "1"},
                 )
             self._pending.append(item)
+            lead = not self._busy
+            self._busy = True
             self._arrived.notify()
-        while True:
-            with self._lock:
-                while self._busy and not item.done:
-                    self._finished.wait()
-                if item.done:
-                    return _outcome(item)
-                self._busy = True
-                batch = self._gather()
-            try:
-                self._run(batch)
-            finally:
-                with self._lock:
-                    self._busy = False
-                    self._finished.notify_all()
+        if not lead:
+            item.wake.acquire()  # released when served, or when handed the lead
+            if item.done:
+                return _outcome(item)
+        self._lead()
+        return _outcome(item)
 
     def close(self, timeout: float = 30) -> None:
         """Refuse new requests and wait until every queued one has been served."""
@@ -97,7 +102,23 @@ class BatchingPredictor:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return
-                self._finished.wait(remaining)
+                self._idle.wait(remaining)
+
+    def _lead(self) -> None:
+        """Run one batch (the leader's own item is the oldest queued), then pass the lead on."""
+        with self._lock:
+            batch = self._gather()
+        try:
+            self._run(batch)
+        finally:
+            with self._lock:
+                if self._pending:
+                    self._pending[0].wake.release()  # the next leader; _busy stays True
+                else:
+                    self._busy = False
+                    self._idle.notify_all()
+            for item in batch[1:]:  # batch[0] is the leader's own
+                item.wake.release()
 
     def _gather(self) -> list[_Item]:
         """Take queued items up to max_batch images (always the first), the lock held."""
@@ -122,7 +143,7 @@ class BatchingPredictor:
         return sum(len(item.images) for item in self._pending)
 
     def _run(self, batch: list[_Item]) -> None:
-        """Call the model once for the batch and hand each item its rows."""
+        """Call the model once for the batch and hand each item its rows (or its error)."""
         started = time.perf_counter()
         for item in batch:
             metrics.BATCH_QUEUE_SECONDS.observe(started - item.queued_at)
@@ -131,6 +152,10 @@ class BatchingPredictor:
         except Exception:  # noqa: BLE001 - retried one by one so only the culprit fails
             self._run_one_by_one(batch)
             return
+        except BaseException as error:  # interrupted: every item learns it, none waits forever
+            for item in batch:
+                item.error, item.done = error, True
+            raise
         offset = 0
         for item in batch:
             item.result = probabilities[offset : offset + len(item.images)]

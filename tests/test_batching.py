@@ -118,8 +118,79 @@ def test_a_lone_request_calls_the_model_in_its_own_thread():
     assert callers == [threading.current_thread()]  # no hand-off to another thread
 
 
+def test_each_batch_is_run_by_the_thread_of_its_oldest_request():
+    gate = threading.Event()
+    callers: list[tuple[str, list[int]]] = []
+
+    def model(images: np.ndarray) -> np.ndarray:
+        gate.wait(5)
+        callers.append((threading.current_thread().name, [int(v) for v in images[:, 0, 0]]))
+        return images[:, 0, :10] * 1.0
+
+    batcher = BatchingPredictor(model, BatchingConfig(2, 0, 100))
+    threads = [
+        threading.Thread(target=batcher.predict, args=(images_of(v),), name=f"request-{v}")
+        for v in range(5)
+    ]
+    for thread in threads:
+        thread.start()
+    gate.set()
+    for thread in threads:
+        thread.join(10)
+    batcher.close()
+    # Whichever order the queue formed in, a batch's leader is the owner of its first image.
+    assert sorted(v for _, values in callers for v in values) == list(range(5))
+    assert all(name == f"request-{values[0]}" for name, values in callers)
+
+
+class Interrupt(BaseException):
+    """What a KeyboardInterrupt or SystemExit inside a model call looks like to the batcher."""
+
+
+def test_an_interrupted_batch_leaves_no_request_waiting():
+    gate = threading.Event()
+
+    def model(images: np.ndarray) -> np.ndarray:
+        gate.wait(5)
+        raise Interrupt
+
+    batcher = BatchingPredictor(model, BatchingConfig(64, 0, 100))
+    outcomes: list[str] = []
+
+    def call() -> None:
+        try:
+            batcher.predict(images_of(1))
+        except Interrupt:
+            outcomes.append("interrupted")
+
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    gate.set()
+    for thread in threads:
+        thread.join(10)
+    assert not any(thread.is_alive() for thread in threads)
+    assert outcomes == ["interrupted"] * 4
+    batcher.close(timeout=5)
+    assert not batcher._busy  # the lead was released: the batcher is idle, not stuck
+
+
 @pytest.mark.slow
-def test_concurrent_uploads_share_model_calls_in_a_real_server(live_server):
+def test_concurrent_uploads_share_model_calls_in_a_real_server(tmp_path):
+    from tests.conftest import SHIPPED_MODEL_DIR, LiveServer
+
+    # The shipped CNN, whose calls last long enough for requests to meet in the queue (the
+    # tiny test model's LiteRT call takes microseconds); one worker, so they all meet there.
+    live_server = LiveServer(SHIPPED_MODEL_DIR, tmp_path / "gunicorn.log", FMNIST_WORKERS="1")
+    live_server.start()
+    try:
+        concurrent_uploads_share_model_calls(live_server)
+    finally:
+        live_server.stop()
+
+
+def concurrent_uploads_share_model_calls(live_server) -> None:  # noqa: ANN001 - a LiveServer
+    """Post 96 uploads from 32 threads; assert some shared a call and each got its answer."""
     from tests.images import encode, garment
     from tests.test_metrics import scrape, total
 
