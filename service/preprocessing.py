@@ -137,6 +137,8 @@ def to_grayscale(image: Image.Image) -> np.ndarray:
     """Flatten transparency onto white and convert any mode to 8-bit grayscale, (H, W) uint8."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         return _scale_high_depth(np.asarray(image))
+    if image.mode == "L" and "transparency" not in image.info:
+        return np.asarray(image, dtype=np.uint8)  # already 8-bit grayscale: no converted copy
     if image.mode == "LAB":  # Pillow converts LAB to nothing else; L is its lightness
         return np.asarray(image.getchannel("L"), dtype=np.uint8)
     if image.mode == "P":
@@ -158,9 +160,18 @@ def _scale_high_depth(pixels: np.ndarray) -> np.ndarray:
 
 
 def has_light_background(gray: np.ndarray) -> bool:
-    """Judge polarity by the median of the outermost ring of pixels."""
+    """Judge polarity by the median of the outermost ring of pixels, counted rather than sorted.
+
+    The median is light when at most half the ring (less one, for an odd count) is dark; for
+    an even count with exactly half dark, the median is the mean of the lightest dark pixel
+    and the darkest light one, as np.median computes it.
+    """
     ring = np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
-    return float(np.median(ring)) >= LIGHT_BACKGROUND
+    dark = ring < LIGHT_BACKGROUND
+    darker = int(np.count_nonzero(dark))
+    if ring.size % 2 == 1 or darker != ring.size // 2:
+        return darker <= (ring.size - 1) // 2
+    return int(ring[dark].max()) + int(ring[~dark].min()) >= 2 * LIGHT_BACKGROUND
 
 
 def should_invert(gray: np.ndarray, invert: Invert) -> bool:

@@ -6,6 +6,9 @@ import io
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 from PIL import Image
 
 from service import errors
@@ -70,6 +73,46 @@ def test_transparency_is_flattened_onto_white():
     gray = to_grayscale(decode(encode(rgba)))
     assert gray[0, 0] == 255 and gray[30, 30] == 30
     assert has_light_background(gray)
+
+
+def ring_median(gray: np.ndarray) -> float:
+    """The median of the outermost ring of pixels, the slow way."""
+    return float(np.median(np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])))
+
+
+# Values near the threshold (127, 128, 129) and the extremes make the even-count tie common.
+PIXELS = st.sampled_from([0, 1, 126, 127, 128, 129, 130, 254, 255]) | st.integers(0, 255)
+
+
+@given(arrays(np.uint8, st.tuples(st.integers(1, 30), st.integers(1, 30)), elements=PIXELS))
+def test_background_polarity_by_counting_agrees_with_the_median(gray):
+    assert has_light_background(gray) == (ring_median(gray) >= 128)
+
+
+@pytest.mark.parametrize(
+    ("ring_values", "light"),
+    [
+        ([127, 129] * 54, True),  # exactly half dark, the two middle values average to 128
+        ([127, 128] * 54, False),  # exactly half dark, average 127.5
+        ([0] * 53 + [255] * 55, True),
+        ([0] * 55 + [255] * 53, False),
+    ],
+)
+def test_polarity_at_the_even_count_tie(ring_values, light):
+    gray = np.full((28, 28), 77, np.uint8)
+    ring = np.array(ring_values, np.uint8)
+    gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1] = (
+        ring[:28],
+        ring[28:56],
+        ring[56:82],
+        ring[82:],
+    )
+    assert has_light_background(gray) is light
+
+
+def test_an_8_bit_grayscale_upload_is_read_without_conversion():
+    pixels = np.arange(28 * 28, dtype=np.uint8).reshape(28, 28)
+    assert np.array_equal(to_grayscale(decode(encode(Image.fromarray(pixels)))), pixels)
 
 
 @pytest.mark.parametrize("mode", ["LA", "P", "CMYK", "I;16", "RGB", "L", "1"])
