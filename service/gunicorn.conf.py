@@ -6,7 +6,10 @@ Start it through bin/serve, which empties the metrics directory first.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import queue
+from logging.handlers import QueueHandler, QueueListener
 
 from gunicorn.glogging import Logger
 from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
@@ -107,8 +110,27 @@ def when_ready(server) -> None:  # noqa: ANN001 - gunicorn's Arbiter
 
 
 def post_fork(server, worker) -> None:  # noqa: ANN001 - gunicorn's Arbiter and Worker
-    """Close the worker's inherited copy of the metrics socket; only the master serves it."""
+    """Close the worker's inherited metrics socket (only the master serves it); queue its
+    access log."""
     server.metrics_server.socket.close()
+    worker.access_log = queue_access_log()
+
+
+def queue_access_log() -> QueueListener:
+    """Route the access log through a queue that one listener thread writes to stdout.
+
+    A request thread then only formats its line and enqueues it: none waits on the stdout
+    handler's lock while another writes (a wait that showed in profiles of a loaded worker).
+    """
+    logger = logging.getLogger("service.access")
+    handlers = list(logger.handlers)
+    lines: queue.SimpleQueue = queue.SimpleQueue()
+    for handler in handlers:
+        logger.removeHandler(handler)
+    logger.addHandler(QueueHandler(lines))
+    listener = QueueListener(lines, *handlers, respect_handler_level=True)
+    listener.start()
+    return listener
 
 
 def child_exit(server, worker) -> None:  # noqa: ANN001 - gunicorn's Arbiter and Worker
@@ -128,10 +150,12 @@ def post_worker_init(worker) -> None:  # noqa: ANN001 - gunicorn's Worker
 
 
 def worker_exit(server, worker) -> None:  # noqa: ANN001 - gunicorn's Arbiter and Worker
-    """Serve whatever the worker's batching queues still hold before it exits."""
+    """Serve whatever the worker's batching queues still hold, then write the last log lines."""
     predictor = worker_predictor(worker)
     if predictor is not None:
         predictor.stop()
+    if getattr(worker, "access_log", None) is not None:
+        worker.access_log.stop()  # writes every queued line before it returns
 
 
 def worker_predictor(worker):  # noqa: ANN001, ANN201 - gunicorn's Worker; service.model.Predictor

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 
 import pytest
 import requests
@@ -74,11 +75,34 @@ def test_errors_over_http_are_problem_json(live_server, data, headers, status, c
     assert response.json()["code"] == code
 
 
+def log_lines(server, marker: str, wait: float = 5.0) -> list[str]:
+    """The server's log lines holding `marker`, once some appear (the access log is queued)."""
+    deadline = time.monotonic() + wait
+    while True:
+        lines = [line for line in server.logs().splitlines() if marker in line]
+        if lines or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.05)
+
+
 def test_one_access_log_line_per_request(live_server):
     marker = "e2e-log-marker-7"
     requests.get(live_server.url + "/healthz", headers={"X-Request-ID": marker}, timeout=5)
-    lines = [line for line in live_server.logs().splitlines() if marker in line]
-    assert len(lines) == 1
+    lines = log_lines(live_server, marker)
+    time.sleep(0.2)  # a second line, if one were written, would be there by now
+    assert log_lines(live_server, marker) == lines and len(lines) == 1
     entry = json.loads(lines[0])
     assert entry["status"] == 200 and entry["path"] == "/healthz"
     assert "Traceback" not in live_server.logs()
+
+
+def test_every_access_log_line_is_written_by_the_time_the_server_stops(fresh_live_server):
+    markers = [f"e2e-shutdown-marker-{n}" for n in range(50)]
+    for marker in markers:
+        requests.get(
+            fresh_live_server.url + "/healthz", headers={"X-Request-ID": marker}, timeout=5
+        )
+    fresh_live_server.stop()  # SIGTERM; gunicorn waits for its workers to exit
+    lines = fresh_live_server.log_path.read_text(errors="replace").splitlines()
+    counts = {m: sum(m + '"' in line for line in lines) for m in markers}
+    assert set(counts.values()) == {1}, counts
