@@ -14,7 +14,6 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -62,16 +61,10 @@ class LoadedModel:
         """Name of the signature's output tensor, as written at export."""
         return self.metadata["output"]["name"]
 
-    @cached_property
+    @property
     def signature_def(self) -> dict[str, Any]:
         """The serving SignatureDef as saved_model.pb holds it, in protobuf's JSON mapping."""
-        from google.protobuf.json_format import MessageToDict
-        from tensorflow.core.protobuf import saved_model_pb2
-
-        saved_model = saved_model_pb2.SavedModel()
-        saved_model.ParseFromString((self.path / "saved_model.pb").read_bytes())
-        signature = saved_model.meta_graphs[0].signature_def[self.signature_name]
-        return MessageToDict(signature, preserving_proto_field_name=True)
+        return self.runtime.signature_def
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Return (N, 10) float32 probabilities for uint8 images (N, 28, 28): one model call."""
@@ -130,17 +123,6 @@ def fingerprint(path: Path) -> tuple[int, int, int]:
                 continue
             count, size, newest = count + 1, size + stat.st_size, max(newest, stat.st_mtime_ns)
     return count, size, newest
-
-
-def configure_threads(threads: int) -> None:
-    """Size TensorFlow's thread pools, unless TensorFlow already started in this process."""
-    import tensorflow as tf
-
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
-    except RuntimeError:  # already initialised: a second app in one process (tests)
-        log.info("TensorFlow thread pools already set; keeping them")
 
 
 @dataclass(frozen=True)
@@ -220,13 +202,7 @@ class Predictor:
                 model.batcher.close()
 
     def _run(self) -> None:
-        """Configure TensorFlow, load what the policy wants, then rescan every poll interval."""
-        try:
-            configure_threads(self.tf_threads)
-        except Exception as error:  # noqa: BLE001 - reported through /readyz, never raised
-            self.error = f"{type(error).__name__}: {error}"
-            log.exception("TensorFlow failed to start")
-            return
+        """Load what the policy wants, then rescan every poll interval."""
         self.refresh()
         while self.poll_seconds > 0 and not self._stop.wait(self.poll_seconds):
             self.refresh()

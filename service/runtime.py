@@ -1,27 +1,43 @@
 """How a loaded SavedModel version is run: LiteRT (the default) or TensorFlow's own signature.
 
 The SavedModel stays the artifact that training writes and that the /v1 and /v2 metadata
-describe. The LiteRT runtime converts it in memory when the version loads
-(`tf.lite.TFLiteConverter.from_saved_model`, under a second) and runs the result with LiteRT's
-interpreter and its XNNPACK kernels: for this model a call costs a fraction of the
-SavedModel signature's, whose Python call machinery weighs more than the network at small
-batches (docs/benchmarks.md, "Model alone"). Both answer the same probabilities within 1e-5
-(tests/test_runtime.py).
+describe. The LiteRT runtime converts it when the version loads
+(`tf.lite.TFLiteConverter.from_saved_model`, in a child process: service/convert.py) and runs
+the result with LiteRT's interpreter and its XNNPACK kernels. For this model a call costs a
+fraction of the SavedModel signature's, whose Python call machinery weighs more than the
+network at small batches, and the worker never imports TensorFlow (docs/benchmarks.md). Both
+answer the same probabilities within 1e-5 (tests/test_runtime.py).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import os
 import queue
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
+from service import convert
+
+log = logging.getLogger(__name__)
+
 RUNTIMES = ("litert", "savedmodel")
+CONVERT_TIMEOUT = 300  # seconds; converting the shipped model takes a few
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 class Runtime(Protocol):
     """Runs one model version: uint8 images (N, 28, 28) in, float32 probabilities (N, 10) out."""
+
+    signature_def: dict[str, Any]
+    """The serving SignatureDef as saved_model.pb holds it, in protobuf's JSON mapping."""
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         """Return the probabilities of a batch; safe to call from several threads at once."""
@@ -31,12 +47,16 @@ class Runtime(Protocol):
 class SavedModelRuntime:
     """The SavedModel's serving signature, called through TensorFlow."""
 
-    def __init__(self, path: Path, signature: str, input_name: str, output_name: str) -> None:
+    def __init__(
+        self, path: Path, signature: str, input_name: str, output_name: str, threads: int
+    ) -> None:
         import tensorflow as tf
 
+        configure_threads(threads)
         self._saved_model = tf.saved_model.load(str(path))  # keeps the signature's variables
         self._signature = self._saved_model.signatures[signature]
         self._input_name, self._output_name = input_name, output_name
+        self.signature_def = convert.signature_def(path, signature)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         """One call of the signature."""
@@ -57,10 +77,9 @@ class LiteRTRuntime:
     def __init__(
         self, path: Path, signature: str, input_name: str, output_name: str, threads: int
     ) -> None:
-        import tensorflow as tf
-
-        converter = tf.lite.TFLiteConverter.from_saved_model(str(path), [signature])
-        self._flatbuffer = converter.convert()
+        folder = converted(path, signature)
+        self._flatbuffer = (folder / convert.MODEL_FILE).read_bytes()
+        self.signature_def = json.loads((folder / convert.SIGNATURE_FILE).read_text())
         self._signature, self._threads = signature, threads
         self._input_name, self._output_name = input_name, output_name
         self._idle: queue.SimpleQueue = queue.SimpleQueue()
@@ -92,5 +111,60 @@ def load_runtime(
     if kind == "litert":
         return LiteRTRuntime(path, signature, input_name, output_name, threads)
     if kind == "savedmodel":
-        return SavedModelRuntime(path, signature, input_name, output_name)
+        return SavedModelRuntime(path, signature, input_name, output_name, threads)
     raise ValueError(f"unknown runtime {kind!r}; choose one of {', '.join(RUNTIMES)}")
+
+
+def configure_threads(threads: int) -> None:
+    """Size TensorFlow's thread pools, unless TensorFlow already started in this process."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # already initialised: a second model or app in one process
+        log.info("TensorFlow thread pools already set; keeping them")
+
+
+def converted(path: Path, signature: str) -> Path:
+    """The folder of a version's LiteRT conversion, converting it in a child process if no
+    worker has yet (conversions are kept by the content of the version folder)."""
+    cache = conversion_cache()
+    folder = cache / content_key(path, signature)
+    if (folder / convert.MODEL_FILE).is_file():
+        return folder
+    result = subprocess.run(
+        [sys.executable, "-m", "service.convert", str(path), str(folder), signature],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")},
+        capture_output=True,
+        text=True,
+        timeout=CONVERT_TIMEOUT,
+    )
+    if result.returncode != 0:
+        lines = result.stderr.strip().splitlines() or [f"exit status {result.returncode}"]
+        raise RuntimeError(f"converting {path} for LiteRT failed: {lines[-1]}")
+    return folder
+
+
+def content_key(path: Path, signature: str) -> str:
+    """A digest of every file of a version folder (names and bytes) and the signature."""
+    digest = hashlib.sha256(signature.encode())
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(path)).encode() + b"\0")
+        digest.update(file.read_bytes())
+    return digest.hexdigest()[:32]
+
+
+def conversion_cache() -> Path:
+    """This user's private folder of conversions in the temporary directory (mode 0700).
+
+    Another user's folder of that name, or one others may write, is never trusted: the
+    conversion then goes to a fresh private folder.
+    """
+    folder = Path(tempfile.gettempdir()) / f"fmnist-litert-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    status = folder.stat()
+    if status.st_uid != os.getuid() or status.st_mode & 0o077:
+        return Path(tempfile.mkdtemp(prefix="fmnist-litert-"))
+    return folder

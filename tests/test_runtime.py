@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+import requests
 
 from service.model import list_versions, load_version
 from service.preprocessing import decode_image, to_model_input
@@ -86,3 +87,52 @@ def test_the_app_serves_through_the_chosen_runtime(tiny_model_dir, kind):
         assert abs(sum(response.json["predictions"][0]["probabilities"].values()) - 1) < 1e-5
     finally:
         predictor.stop()
+
+
+def worker_pids(server) -> list[int]:  # noqa: ANN001 - a LiveServer
+    """The gunicorn master's children: its workers."""
+    master = server.process.pid
+    return [int(pid) for pid in open(f"/proc/{master}/task/{master}/children").read().split()]
+
+
+@pytest.mark.slow
+def test_a_litert_worker_never_loads_tensorflow(live_server):
+    assert requests.get(live_server.url + "/v1/models/fashion_mnist/metadata", timeout=10).ok
+    garments, _ = synthetic_images(1, seed=6)
+    response = requests.post(
+        live_server.url + "/predict",
+        data=encode(garments[0]),
+        headers={"Content-Type": "image/png"},
+        timeout=10,
+    )
+    assert response.status_code == 200
+    pids = worker_pids(live_server)
+    assert len(pids) == 2
+    for pid in pids:
+        libraries = open(f"/proc/{pid}/maps").read()
+        assert "ai_edge_litert" in libraries  # the runtime really is loaded here
+        assert "tensorflow" not in libraries, f"worker {pid} mapped TensorFlow"
+
+
+def test_a_conversion_is_made_once_and_reused(tiny_model_dir, tmp_path, monkeypatch):
+    from service import runtime
+
+    monkeypatch.setattr(runtime.tempfile, "gettempdir", lambda: str(tmp_path))
+    folder = tiny_model_dir / str(list_versions(tiny_model_dir)[-1])
+    first = runtime.converted(folder, "serving_default")
+    made = (first / "model.tflite").stat().st_mtime_ns
+    assert runtime.converted(folder, "serving_default") == first
+    assert (first / "model.tflite").stat().st_mtime_ns == made  # not converted again
+    assert first.parent.stat().st_mode & 0o777 == 0o700
+
+
+def test_a_version_that_does_not_convert_names_the_reason(tmp_path, monkeypatch):
+    from service import runtime
+
+    monkeypatch.setattr(runtime.tempfile, "gettempdir", lambda: str(tmp_path / "cache"))
+    (tmp_path / "cache").mkdir()
+    broken = tmp_path / "1"
+    broken.mkdir()
+    (broken / "saved_model.pb").write_bytes(b"\x00 not a protocol buffer")
+    with pytest.raises(RuntimeError, match="converting .* for LiteRT failed: .+"):
+        runtime.converted(broken, "serving_default")

@@ -1,0 +1,71 @@
+"""Convert one SavedModel version for LiteRT, in a process of its own.
+
+    python -m service.convert SAVED_MODEL_DIR OUTPUT_DIR SIGNATURE
+
+service/runtime.py runs this when a version loads, so that a worker serving with LiteRT never
+imports TensorFlow, which would hold about 550 MiB in every worker and add seconds to its
+start (docs/benchmarks.md). It writes, atomically (a temporary folder, then one rename),
+OUTPUT_DIR/model.tflite and OUTPUT_DIR/signature_def.json: the serving SignatureDef in
+protobuf's JSON mapping, which the /v1 metadata route shows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+MODEL_FILE = "model.tflite"
+SIGNATURE_FILE = "signature_def.json"
+
+
+def signature_def(saved_model_dir: Path, signature: str) -> dict[str, Any]:
+    """The SignatureDef `signature` as saved_model.pb holds it, in protobuf's JSON mapping."""
+    from google.protobuf.json_format import MessageToDict
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved_model = saved_model_pb2.SavedModel()
+    saved_model.ParseFromString((saved_model_dir / "saved_model.pb").read_bytes())
+    definition = saved_model.meta_graphs[0].signature_def[signature]
+    return MessageToDict(definition, preserving_proto_field_name=True)
+
+
+def convert(saved_model_dir: Path, output: Path, signature: str) -> None:
+    """Write the LiteRT flatbuffer and the SignatureDef of one version into `output`."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), [signature])
+    flatbuffer = converter.convert()
+    staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=output.parent))
+    try:
+        (staging / MODEL_FILE).write_bytes(flatbuffer)
+        definition = signature_def(saved_model_dir, signature)
+        (staging / SIGNATURE_FILE).write_text(json.dumps(definition))
+        os.rename(staging, output)
+    except OSError:
+        if not (output / MODEL_FILE).is_file():  # not merely beaten to it by another worker
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def main(argv: list[str]) -> int:
+    """Parse the three arguments and convert; errors go to stderr, exit status 1."""
+    if len(argv) != 3:
+        print(__doc__, file=sys.stderr)
+        return 2
+    saved_model_dir, output, signature = Path(argv[0]), Path(argv[1]), argv[2]
+    try:
+        convert(saved_model_dir, output, signature)
+    except Exception as error:  # noqa: BLE001 - one line for the parent to report
+        print(f"{type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
