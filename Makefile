@@ -8,7 +8,7 @@ DATA_DIR ?=
 TRAIN_ARGS ?=
 SOAK_ARGS ?=
 
-.PHONY: install serve train test lint fmt bench soak clean
+.PHONY: install serve train test lint fmt bench bench-mirror profile soak clean
 
 install: $(VENV)/.installed
 
@@ -29,7 +29,17 @@ test: install
 
 # Load benchmark (needs wrk: apt-get install wrk); writes docs/benchmarks.md.
 bench: install
-	$(BIN)/python benchmarks/load.py --sweep
+	$(BIN)/python -m benchmarks.load --sweep
+
+# Mirror averaging's cost and accuracy, the shipped model against its bare network (needs
+# DATA_DIR, the Fashion-MNIST files, and wrk); writes docs/mirror-averaging.md.
+bench-mirror: install
+	$(BIN)/python -m benchmarks.mirror_cost --data-dir $(DATA_DIR)
+
+# Where a loaded worker's time goes (py-spy, wrk); writes docs/profile.json and the Profile
+# section of docs/benchmarks.md.
+profile: install
+	$(BIN)/python -m benchmarks.gil_profile
 
 # Soak: mixed good and bad traffic for 5 minutes; writes docs/soak.md.
 soak: install
