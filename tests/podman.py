@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+import yaml
 
 from tests.container import ROOT, compose
 
@@ -78,11 +79,17 @@ class Podman:
         self, *args: str, timeout: float = 120, check: bool = True
     ) -> subprocess.CompletedProcess:
         """Run `podman ARGS`; fail with its output unless it succeeds (or `check` is off)."""
+        return self.run_configured([self.binary, *args], timeout, check)
+
+    def run_configured(
+        self, command: list[str], timeout: float = 120, check: bool = True
+    ) -> subprocess.CompletedProcess:
+        """Run a command that calls podman (podman-compose) with this configuration."""
         result = subprocess.run(
-            [self.binary, *args], env=self.env, capture_output=True, text=True, timeout=timeout
+            command, env=self.env, capture_output=True, text=True, timeout=timeout
         )
         if check:
-            assert result.returncode == 0, f"podman {' '.join(args)}:\n{result.stderr}"
+            assert result.returncode == 0, f"{' '.join(command)}:\n{result.stdout}{result.stderr}"
         return result
 
     def has_image(self, name: str) -> bool:
@@ -155,6 +162,19 @@ def compose_run_options() -> list[str]:
     return options
 
 
+def api_compose_file(folder: Path, host_port: int) -> Path:
+    """docker-compose.yml's api service alone, on IMAGE, its API port published on `host_port`."""
+    api = dict(compose()["services"]["api"])
+    # The test built IMAGE on the stand-in base; compose would build on the unpullable default.
+    del api["build"]
+    api["image"] = IMAGE
+    # Another server may hold the host's 8000: only the host side of the mapping moves.
+    api["ports"] = [f"{host_port}:{port.split(':')[-1]}" for port in api["ports"]]
+    path = folder / "docker-compose.yml"
+    path.write_text(yaml.safe_dump({"services": {"api": api}}))
+    return path
+
+
 class Container:
     """A container of IMAGE run as compose runs the api service, on the host's network."""
 
@@ -182,22 +202,29 @@ class Container:
             "--env=FMNIST_METRICS_HOST=127.0.0.1",
             IMAGE,
         )
-        self.started = time.monotonic()
-        deadline = self.started + timeout
-        while time.monotonic() < deadline:
+        return self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float = 120) -> Container:
+        """Poll /readyz until it answers 200, or fail with the container's log."""
+        started = time.monotonic()
+        while time.monotonic() < started + timeout:
             assert self.state()["Running"], self.logs()
             try:
                 if requests.get(self.url + "/readyz", timeout=2).status_code == 200:
-                    self.ready_seconds = time.monotonic() - self.started
+                    self.ready_seconds = time.monotonic() - started
                     return self
             except requests.RequestException:
                 pass
             time.sleep(0.2)
         raise AssertionError(f"container not ready in {timeout}s:\n{self.logs()}")
 
+    def inspect(self) -> dict[str, Any]:
+        """The container's configuration and state, as `podman inspect` reports them."""
+        return json.loads(self.podman("inspect", self.name).stdout)[0]
+
     def state(self) -> dict[str, Any]:
         """The container's state (Running, ExitCode, ...)."""
-        return json.loads(self.podman("inspect", "--format={{json .State}}", self.name).stdout)
+        return self.inspect()["State"]
 
     def exec(self, *command: str, check: bool = True) -> subprocess.CompletedProcess:
         """Run `command` inside the running container, as its user."""

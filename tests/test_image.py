@@ -23,7 +23,7 @@ from service.model import list_versions, load_version
 from tests import container
 from tests.conftest import SHIPPED_MODEL_DIR, free_port, require_program
 from tests.images import catalogue_photo, encode, garment
-from tests.podman import IMAGE, IMAGE_USER, Container, Podman, cache_dir
+from tests.podman import IMAGE, IMAGE_USER, Container, Podman, api_compose_file, cache_dir
 from tests.test_faults import read_response, start_request
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
@@ -37,8 +37,9 @@ OTHER = encode(garment(label=8), "PNG")
 @pytest.fixture(scope="module")
 def podman() -> Podman:
     """Podman with the stand-in base imported and the project's image built."""
+    binary = require_program("podman")
     require_program("runc")
-    podman = Podman(require_program("podman"), cache_dir())
+    podman = Podman(binary, cache_dir())
     if not podman.has_image("localhost/base-py311:bookworm"):
         podman.ensure_base(require_program("mmdebstrap"))
     seconds = podman.build()
@@ -134,12 +135,13 @@ def test_the_root_filesystem_is_read_only_and_tmp_is_writable(api):
     assert api.exec("python", "-c", "open('/tmp/written', 'w')").returncode == 0
 
 
-def test_every_process_runs_as_the_service_user_without_capabilities(api):
+def assert_unprivileged(server: Container) -> None:
+    """Every process in the container: the service user, no capabilities, no new privileges."""
     code = (
         "import json, pathlib; print(json.dumps({p.name: [(p / 'status').read_text(),"
         " (p / 'cmdline').read_text()] for p in pathlib.Path('/proc').glob('[0-9]*')}))"
     )
-    processes = json.loads(api.exec("python", "-c", code).stdout)
+    processes = json.loads(server.exec("python", "-c", code).stdout)
     gunicorn = [pid for pid, (_, cmdline) in processes.items() if "gunicorn" in cmdline]
     assert "1" in gunicorn, "bin/serve execs gunicorn, which gets the container's signals"
     assert len(gunicorn) >= 3, "the master and two workers"
@@ -150,6 +152,10 @@ def test_every_process_runs_as_the_service_user_without_capabilities(api):
         assert fields["Gid"].split() == [gid] * 4, pid
         assert int(fields["CapEff"], 16) == 0 and int(fields["CapPrm"], 16) == 0, pid
         assert fields["NoNewPrivs"].strip() == "1", pid
+
+
+def test_every_process_runs_as_the_service_user_without_capabilities(api):
+    assert_unprivileged(api)
 
 
 def test_installed_packages_are_the_runtime_lock_without_the_build_tools(podman):
@@ -202,3 +208,39 @@ def test_sigterm_lets_an_in_flight_request_finish_and_exits_0(podman):
         assert not state["Running"] and state["ExitCode"] == 0, server.logs()
     finally:
         server.stop()
+
+
+def test_podman_compose_brings_up_the_api_service(podman, tmp_path):
+    project = "fmnist-test"
+    command = [require_program("podman-compose"), f"--project-name={project}"]
+    command += [f"--file={api_compose_file(tmp_path, free_port())}"]
+    podman.run_configured([*command, "up", "--detach", "api"])
+    try:
+        server = Container(podman, f"{project}_api_1", 0, 0)
+        config = server.inspect()
+        ports = container.service_port_defaults()
+        published = config["NetworkSettings"]["Ports"]
+        assert not published.get(f"{ports['metrics']}/tcp"), "metrics stay inside the network"
+        (api_port,) = published[f"{ports['api']}/tcp"]
+        server.url = f"http://127.0.0.1:{api_port['HostPort']}"
+        server.wait_ready()
+        predict(server, data=PHOTO, headers={"Content-Type": "image/jpeg"})
+        # Prometheus's view: another container on the compose network scrapes api:9100.
+        scrape = (
+            "import urllib.request;"
+            f" urllib.request.urlopen('http://api:{ports['metrics']}/metrics', timeout=10)"
+        )
+        podman("run", "--rm", f"--network={project}_default", IMAGE, "python", "-c", scrape)
+        assert podman("healthcheck", "run", server.name, check=False).returncode == 0
+        assert config["HostConfig"]["ReadonlyRootfs"] is True
+        limits = container.compose()["services"]["api"]["deploy"]["resources"]["limits"]
+        assert config["HostConfig"]["NanoCpus"] == float(limits["cpus"]) * 10**9
+        assert config["HostConfig"]["Memory"] == int(limits["memory"].rstrip("g")) * 2**30
+        assert_unprivileged(server)
+        # podman-compose 1.0.3 ignores stop_grace_period: stop with compose's own grace period.
+        grace = container.compose()["services"]["api"]["stop_grace_period"].rstrip("s")
+        podman("stop", f"--time={grace}", server.name, timeout=60)
+        assert server.state()["ExitCode"] == 0, server.logs()
+    finally:
+        podman.run_configured([*command, "down"], check=False)
+        podman("network", "rm", "--force", f"{project}_default", check=False)
