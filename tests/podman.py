@@ -27,8 +27,6 @@ BASE_PACKAGES = "python3,python3-venv,python-is-python3,ca-certificates"
 IMAGE = "localhost/fashion-mnist-serving:test"
 # pip inside the build trusts what the host trusts (the host may reach PyPI through a proxy).
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
-# The compose file gives no in-container user: the image's USER is the one compose runs.
-IMAGE_USER = "10001:10001"
 
 
 def cache_dir() -> Path:
@@ -151,7 +149,7 @@ class Podman:
 def compose_run_options() -> list[str]:
     """`podman run` options for what docker-compose.yml sets on the api service."""
     api = compose()["services"]["api"]
-    options = [f"--user={IMAGE_USER}"]
+    options = []  # no --user: compose sets none, so the image's USER runs the service
     if api.get("read_only"):
         # Podman would add tmpfs mounts of its own to a read-only container; compose's are given.
         options += ["--read-only", "--read-only-tmpfs=false"]

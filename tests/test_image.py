@@ -23,7 +23,7 @@ from service.model import list_versions, load_version
 from tests import container
 from tests.conftest import SHIPPED_MODEL_DIR, free_port, require_program
 from tests.images import catalogue_photo, encode, garment
-from tests.podman import IMAGE, IMAGE_USER, Container, Podman, api_compose_file, cache_dir
+from tests.podman import BASE_IMAGE, IMAGE, Container, Podman, api_compose_file, cache_dir
 from tests.test_faults import read_response, start_request
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
@@ -40,7 +40,7 @@ def podman() -> Podman:
     binary = require_program("podman")
     require_program("runc")
     podman = Podman(binary, cache_dir())
-    if not podman.has_image("localhost/base-py311:bookworm"):
+    if not podman.has_image(BASE_IMAGE):
         podman.ensure_base(require_program("mmdebstrap"))
     seconds = podman.build()
     print(f"built {IMAGE} in {seconds:.0f} s")
@@ -145,7 +145,7 @@ def assert_unprivileged(server: Container) -> None:
     gunicorn = [pid for pid, (_, cmdline) in processes.items() if "gunicorn" in cmdline]
     assert "1" in gunicorn, "bin/serve execs gunicorn, which gets the container's signals"
     assert len(gunicorn) >= 3, "the master and two workers"
-    uid, gid = IMAGE_USER.split(":")
+    uid, gid = container.only("USER").split(":")
     for pid, (status, _) in processes.items():
         fields = dict(line.split(":\t", 1) for line in status.splitlines())
         assert fields["Uid"].split() == [uid] * 4, pid
