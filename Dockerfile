@@ -1,17 +1,25 @@
 # The service image: `docker compose up` builds it; deploy/k8s/ runs it.
 
 # python:3.11-slim (Python 3.11.16 on Debian trixie), pinned by its multi-arch index digest:
-# a rebuild gets the same base until someone bumps the tag and the digest together.
-FROM python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7 AS base
+# a rebuild gets the same base until someone bumps the tag and the digest together. A build
+# argument, so that where no registry is reachable the container test builds this same file on
+# a local stand-in with the same Python minor version (tests/podman.py).
+ARG BASE_IMAGE=python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7
+FROM ${BASE_IMAGE} AS base
 
-# Builder: the pinned requirements in a virtual environment. Every requirement is a binary
-# wheel, so no compiler is needed; the stage keeps pip and its work out of the runtime image.
+# Builder: the hash-locked runtime requirements in a virtual environment. Every requirement is
+# a binary wheel, so no compiler is needed; the stage keeps pip's work out of the runtime image.
 FROM base AS builder
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
-COPY requirements.txt /tmp/requirements.txt
-RUN /opt/venv/bin/pip install --no-cache-dir --requirement /tmp/requirements.txt
+COPY requirements.lock /tmp/requirements.lock
+# --no-deps: the lock lists every dependency, each with its hashes (make lock writes it). Then
+# the build tools leave: nothing imports setuptools (which tensorflow declares) or wheel (which
+# astunparse declares) at run time, and pip, removing itself last, is not needed to run.
+RUN /opt/venv/bin/pip install --no-cache-dir --require-hashes --no-deps \
+        --requirement /tmp/requirements.lock \
+    && /opt/venv/bin/python -m pip uninstall --yes setuptools wheel pip
 
 # Runtime: the venv, the entry script, the service and the shipped model; nothing else.
 FROM base AS runtime

@@ -8,15 +8,28 @@ DATA_DIR ?=
 TRAIN_ARGS ?=
 SOAK_ARGS ?=
 
-.PHONY: install serve train test lint fmt bench bench-mirror profile soak clean
+# The lock files pin every package, dependencies included, with hashes, for every platform
+# (environment markers): the same versions in .venv, in CI and in the image.
+LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --quiet \
+	--custom-compile-command "make lock"
+
+.PHONY: install lock serve train test lint fmt bench bench-mirror profile soak clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+# --no-deps: the lock already lists every dependency; pip check proves it is complete.
+$(VENV)/.installed: requirements-dev.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements-dev.lock
+	$(BIN)/python -m pip check
 	touch $@
+
+# Regenerate both locks after editing requirements*.txt (LOCK_ARGS=--upgrade to move every
+# unpinned dependency to its newest release). The runtime lock is constrained by the dev lock,
+# so the image runs exactly the versions the tests ran.
+lock: install
+	$(BIN)/uv pip compile $(LOCK_FLAGS) $(LOCK_ARGS) requirements-dev.txt -o requirements-dev.lock
+	$(BIN)/uv pip compile $(LOCK_FLAGS) requirements.txt -c requirements-dev.lock -o requirements.lock
 
 serve: install
 	PORT=$(PORT) PYTHON=$(BIN)/python bin/serve

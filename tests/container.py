@@ -1,5 +1,5 @@
-"""The container files (Dockerfile, docker-compose.yml) and the service's port defaults, read for
-the deployment tests."""
+"""The container files (Dockerfile, docker-compose.yml, the requirements locks) and the service's
+port defaults, read for the deployment tests."""
 
 from __future__ import annotations
 
@@ -14,11 +14,15 @@ from unittest import mock
 
 import yaml
 from dockerfile_parse import DockerfileParser
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+RUNTIME_LOCK = ROOT / "requirements.lock"
+DEV_LOCK = ROOT / "requirements-dev.lock"
 
 
 @cache
@@ -93,3 +97,45 @@ def service_port_defaults() -> dict[str, int]:
         conf = runpy.run_path(str(ROOT / "service" / "gunicorn.conf.py"), run_name="gunicorn_conf")
     (bind,) = conf["bind"]
     return {"api": int(bind.rsplit(":", 1)[1]), "metrics": conf["METRICS_PORT"]}
+
+
+def builder_stages() -> list[dict[str, Any]]:
+    """The instructions before the runtime stage: what builds the venv."""
+    return dockerfile_instructions()[: -len(runtime_stage())]
+
+
+def base_image_default() -> str:
+    """The default of the BASE_IMAGE build argument, which the first FROM uses."""
+    instructions = dockerfile_instructions()
+    first_from = next(n for n, i in enumerate(instructions) if i["instruction"] == "FROM")
+    arguments = dict(
+        i["value"].split("=", 1) for i in instructions[:first_from] if i["instruction"] == "ARG"
+    )
+    return arguments["BASE_IMAGE"]
+
+
+def uninstalled_in_builder() -> set[str]:
+    """The packages the builder uninstalls from the venv after installing the lock."""
+    runs = " ".join(instruction_values("RUN", builder_stages()))
+    (names,) = re.findall(r"pip uninstall --yes ([\w .-]+?)\s*(?:&&|$)", runs)
+    return {canonicalize_name(name) for name in names.split()}
+
+
+def locked(path: Path) -> list[tuple[Requirement, list[str]]]:
+    """A lock file's pins, each with its hashes."""
+    entries = []
+    for line in path.read_text().replace("\\\n", " ").splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            spec, *hashes = line.split("--hash=")
+            entries.append((Requirement(spec), [h.strip() for h in hashes]))
+    return entries
+
+
+def locked_versions(path: Path, environment: dict[str, str]) -> dict[str, str]:
+    """The lock's version of every package it installs in `environment` (marker variables)."""
+    versions = {}
+    for requirement, _ in locked(path):
+        if requirement.marker is None or requirement.marker.evaluate(environment):
+            (specifier,) = requirement.specifier
+            versions[canonicalize_name(requirement.name)] = specifier.version
+    return versions

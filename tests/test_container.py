@@ -10,9 +10,13 @@ import subprocess
 import sys
 import threading
 import time
+from importlib.metadata import distributions
 from pathlib import Path
 
 import pytest
+from packaging.markers import default_environment
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from tests import container
 from tests.conftest import ROOT, free_port
@@ -46,12 +50,14 @@ def test_hadolint_flags_a_floating_base_image():
 
 
 def test_the_one_external_base_is_python_3_11_slim_pinned_by_digest():
+    base = container.base_image_default()
+    assert base.startswith("python:3.11-slim@"), base
+    assert DIGEST.search(base), f"{base} is not pinned by digest"
     stages: list[str] = []
     for value in container.instruction_values("FROM", container.dockerfile_instructions()):
         image, _, name = value.partition(" AS ")
         if image not in stages:
-            assert image.startswith("python:3.11-slim@"), image
-            assert DIGEST.search(image), f"{image} is not pinned by digest"
+            assert image == "${BASE_IMAGE}", f"{image}: the base comes from the build argument"
         stages.append(name.strip())
     assert len(stages) >= 2, "expected a builder stage and a runtime stage"
 
@@ -69,11 +75,63 @@ def test_runtime_stage_copies_the_venv_the_entry_script_the_service_and_the_mode
     )
 
 
-def test_requirements_are_installed_in_the_builder_from_the_pinned_file():
-    builder = container.dockerfile_instructions()[: -len(container.runtime_stage())]
-    runs = " ".join(container.instruction_values("RUN", builder))
-    assert "pip install --no-cache-dir --requirement /tmp/requirements.txt" in runs
-    assert "requirements.txt /tmp/requirements.txt" in container.instruction_values("COPY", builder)
+def test_the_builder_installs_the_runtime_lock_with_hashes_and_nothing_else():
+    runs = " ".join(container.instruction_values("RUN", container.builder_stages()))
+    flags = r"--no-cache-dir --require-hashes --no-deps\s+--requirement /tmp/requirements.lock"
+    assert re.search(r"pip install " + flags, runs)
+    copies = container.instruction_values("COPY", container.builder_stages())
+    assert "requirements.lock /tmp/requirements.lock" in copies
+
+
+def locked_pins(path: Path) -> dict[str, tuple[str, str | None, tuple[str, ...]]]:
+    """A lock's pins by name and marker: version, marker and hashes."""
+    return {
+        f"{r.name}; {r.marker}": (str(r.specifier), str(r.marker) if r.marker else None, tuple(h))
+        for r, h in container.locked(path)
+    }
+
+
+# Where the requirements' markers differ (tensorflow-cpu or tensorflow): the platforms
+# TensorFlow ships wheels for, on the image's Python.
+PLATFORMS = [
+    {"sys_platform": "linux", "platform_system": "Linux", "platform_machine": "x86_64"},
+    {"sys_platform": "linux", "platform_system": "Linux", "platform_machine": "aarch64"},
+    {"sys_platform": "darwin", "platform_system": "Darwin", "platform_machine": "arm64"},
+    {"sys_platform": "win32", "platform_system": "Windows", "platform_machine": "AMD64"},
+]
+
+
+@pytest.mark.parametrize("platform", PLATFORMS, ids=lambda p: "-".join(list(p.values())[::2]))
+@pytest.mark.parametrize(
+    "requirements, lock",
+    [("requirements.txt", container.RUNTIME_LOCK), ("requirements-dev.txt", container.DEV_LOCK)],
+)
+def test_the_lock_installs_every_pin_of_the_requirements(requirements, lock, platform):
+    # A pin edited without `make lock` fails here, before an install does.
+    environment = {**default_environment(), **platform}
+    locked = container.locked_versions(lock, environment)
+    lines = (ROOT / requirements).read_text().splitlines()
+    for pin in [Requirement(line) for line in lines if line and line[0] not in "#-"]:
+        name = canonicalize_name(pin.name)
+        if pin.marker is None or pin.marker.evaluate(environment):
+            assert pin.specifier.contains(locked.get(name, "0")), f"{pin}: run make lock"
+        else:
+            assert name not in locked, f"{pin} does not apply to {platform}"
+    assert all(hashes for _, hashes in container.locked(lock)), "every pin has its hashes"
+
+
+def test_the_runtime_lock_is_the_dev_locks_pins_for_the_runtime():
+    # The image installs the versions and files the tests ran with.
+    runtime, dev = locked_pins(container.RUNTIME_LOCK), locked_pins(container.DEV_LOCK)
+    assert runtime.items() <= dev.items()
+    assert len(runtime) < len(dev)
+
+
+def test_the_tests_run_in_the_dev_lock():
+    # make install (and so .ci/run) installs exactly the lock: nothing missing, nothing else.
+    installed = {canonicalize_name(d.metadata["Name"]): d.version for d in distributions()}
+    installed.pop("pip")  # the venv's own installer, which the lock does not pin
+    assert installed == container.locked_versions(container.DEV_LOCK, default_environment())
 
 
 def test_runs_as_a_non_root_user():
