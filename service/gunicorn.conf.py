@@ -116,18 +116,32 @@ def post_fork(server, worker) -> None:  # noqa: ANN001 - gunicorn's Arbiter and 
     worker.access_log = queue_access_log()
 
 
+class AccessQueueHandler(QueueHandler):
+    """Enqueue an access-log record as it is: its message already is the finished JSON line and
+    no other handler sees the record, so QueueHandler's formatting and copy are not needed."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        """The record itself."""
+        return record
+
+
 def queue_access_log() -> QueueListener:
     """Route the access log through a queue that one listener thread writes to stdout.
 
-    A request thread then only formats its line and enqueues it: none waits on the stdout
+    A request thread then only builds its record and enqueues it: none waits on the stdout
     handler's lock while another writes (a wait that showed in profiles of a loaded worker).
+    Records skip what no format here uses, which was half the cost of logging a line: the
+    thread and multiprocessing names and the caller lookup (the Logging HOWTO's Optimization).
     """
+    logging.logThreads = False
+    logging.logMultiprocessing = False
+    logging._srcfile = None
     logger = logging.getLogger("service.access")
     handlers = list(logger.handlers)
     lines: queue.SimpleQueue = queue.SimpleQueue()
     for handler in handlers:
         logger.removeHandler(handler)
-    logger.addHandler(QueueHandler(lines))
+    logger.addHandler(AccessQueueHandler(lines))
     listener = QueueListener(lines, *handlers, respect_handler_level=True)
     listener.start()
     return listener

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import time
-import uuid
 
 from flask import Flask, Response, g, request
 
@@ -41,7 +41,7 @@ def init_app(app: Flask) -> None:
 def _start() -> None:
     """Note the start time and request id; count the request as in flight."""
     g.started = time.perf_counter()
-    g.request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+    g.request_id = request.headers.get("X-Request-ID") or secrets.token_hex(16)
     g.in_flight = True
     metrics.IN_FLIGHT.inc()
 

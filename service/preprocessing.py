@@ -74,7 +74,8 @@ def decode_image(data: bytes, max_pixels: int, max_aspect_ratio: float) -> Image
         if getattr(image, "is_animated", False):
             raise UnusableImage("Animated images are not classified; send a single frame.")
         image.load()
-        return ImageOps.exif_transpose(image)
+        ImageOps.exif_transpose(image, in_place=True)  # not a copy of every upright photo
+        return image
     except DECODE_ERRORS as error:
         raise CorruptImage(f"The {image.format} image cannot be decoded: {error}") from None
 
