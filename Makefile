@@ -13,7 +13,7 @@ SOAK_ARGS ?=
 LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --quiet \
 	--custom-compile-command "make lock"
 
-.PHONY: install lock serve train test lint fmt bench bench-mirror profile soak clean
+.PHONY: install lock serve train test lint fmt bench bench-mirror bench-path profile soak clean
 
 install: $(VENV)/.installed
 
@@ -48,6 +48,10 @@ bench: install
 # DATA_DIR, the Fashion-MNIST files, and wrk); writes docs/mirror-averaging.md.
 bench-mirror: install
 	$(BIN)/python -m benchmarks.mirror_cost --data-dir $(DATA_DIR)
+
+# Each step of one request in-process, beside what it replaced; writes docs/request-path.md.
+bench-path: install
+	$(BIN)/python -m benchmarks.request_path
 
 # Where a loaded worker's time goes (py-spy, wrk); writes docs/profile.json and the Profile
 # section of docs/benchmarks.md.
