@@ -15,6 +15,8 @@ import os
 import queue
 import sys
 import tempfile
+import threading
+import time
 import timeit
 import uuid
 from collections.abc import Callable
@@ -186,6 +188,38 @@ def model_rows() -> list[tuple[str, float, str, float | None]]:
     ]
 
 
+def wake_rows() -> list[tuple[str, float, str, float | None]]:
+    """Waking a thread that waits on a lock (how the batcher hands back each answer)."""
+    count = 200
+    waiting = [threading.Lock() for _ in range(count)]
+    for lock in waiting:
+        lock.acquire()
+    threads = [threading.Thread(target=lock.acquire) for lock in waiting]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)  # every thread is now blocked on its lock
+    started = time.perf_counter()
+    for lock in waiting:
+        lock.release()
+    woken = (time.perf_counter() - started) / count * 1e6
+    for thread in threads:
+        thread.join()
+    idle = threading.Lock()
+
+    def uncontended() -> None:
+        idle.acquire()
+        idle.release()
+
+    return [
+        (
+            "release a lock a thread waits on (wakes it)",
+            woken,
+            "acquire and release, no waiter",
+            microseconds(uncontended, 20000),
+        ),
+    ]
+
+
 def request_rows() -> list[tuple[str, float, str, float | None]]:
     """A whole multipart /predict through Flask's test client, against the floor app's."""
     from benchmarks import floor_app
@@ -236,6 +270,7 @@ def main() -> None:
         ("access log", logging_rows),
         ("metrics", metrics_rows),
         ("model call and answer", model_rows),
+        ("thread wake-ups", wake_rows),
         ("whole request", request_rows),
     ):
         progress(f"request path: {phase}")
