@@ -7,12 +7,15 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
 from service import metrics
 from service.errors import Overloaded
+
+if TYPE_CHECKING:
+    from service.settings import Settings
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
 
@@ -24,6 +27,13 @@ class BatchingConfig:
     max_batch: int
     max_wait: float
     max_queue: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BatchingConfig | None:
+        """The configuration the settings ask for, or None when batching is switched off."""
+        if not settings.batching:
+            return None
+        return cls(settings.batch_max_size, settings.batch_max_wait_ms / 1000, settings.queue_size)
 
 
 @dataclass
