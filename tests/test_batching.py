@@ -1,8 +1,12 @@
-"""Correctness of the adaptive batcher (not timing): mapping, isolation, shutdown, overload."""
+"""Correctness of the adaptive batcher (not timing): mapping, isolation, shutdown, overload,
+requests that give up waiting."""
 
 from __future__ import annotations
 
+import json
 import threading
+import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -10,7 +14,7 @@ import pytest
 import requests
 
 from service.batching import BatchingConfig, BatchingPredictor
-from service.errors import Overloaded
+from service.errors import DeadlineExceeded, Overloaded
 
 
 class RecordingModel:
@@ -221,3 +225,147 @@ def concurrent_uploads_share_model_calls(live_server) -> None:  # noqa: ANN001 -
     assert calls < 96, "no two concurrent requests ever shared a model call"
     for index, probabilities in enumerate(results):  # each answer belongs to its own upload
         assert probabilities == pytest.approx(results[index % 10], abs=1e-5)
+
+
+def wait_until_running(batcher: BatchingPredictor) -> None:
+    """Block until a leader has taken its batch out of the queue (it is in the model call)."""
+    for _ in range(500):
+        with batcher._lock:
+            if batcher._busy and not batcher._pending:
+                return
+        time.sleep(0.01)
+    raise AssertionError("no batch started")
+
+
+def test_a_request_that_waits_past_its_timeout_leaves_the_queue_unserved():
+    gate = threading.Event()
+    model = RecordingModel(delay=gate)
+    batcher = BatchingPredictor(model, BatchingConfig(64, 0, 10))
+    with ThreadPoolExecutor(3) as pool:
+        leader = pool.submit(batcher.predict, images_of(1))
+        wait_until_running(batcher)
+        late = pool.submit(batcher.predict, images_of(2), 0.2)
+        patient = pool.submit(batcher.predict, images_of(3))
+        with pytest.raises(DeadlineExceeded) as refused:
+            late.result(5)
+        assert refused.value.status == 503 and refused.value.headers["Retry-After"] == "1"
+        gate.set()
+        assert leader.result(5)[0, 0] == 1 and patient.result(5)[0, 0] == 3
+    batcher.close()
+    assert model.calls == [1, 1]  # the request that gave up never reached the model
+    assert not batcher._busy and not batcher._pending
+
+
+def numbered(number: int) -> np.ndarray:
+    """One image carrying `number` in its first two pixels."""
+    image = np.zeros((1, 28, 28), np.uint8)
+    image[0, 0, :2] = divmod(number, 256)
+    return image
+
+
+def test_timeouts_racing_the_hand_off_never_strand_the_lead_or_half_serve_a_request():
+    seen: list[int] = []
+
+    def model(images: np.ndarray) -> np.ndarray:
+        time.sleep(0.001)
+        seen.extend(int(a) * 256 + int(b) for a, b in images[:, 0, :2])
+        return images[:, 0, :10] * 1.0
+
+    batcher = BatchingPredictor(model, BatchingConfig(4, 0, 1000))
+
+    def call(number: int) -> int | None:
+        try:
+            row = batcher.predict(numbered(number), 0.0005 * (number % 5))  # 0 s included
+        except DeadlineExceeded:
+            return None
+        return int(row[0, 0]) * 256 + int(row[0, 1])
+
+    with ThreadPoolExecutor(24) as pool:
+        answers = list(pool.map(call, range(600), timeout=60))  # a stranded lead would hang
+    gave_up = {n for n, answer in enumerate(answers) if answer is None}
+    assert all(answer in (None, n) for n, answer in enumerate(answers))
+    assert gave_up and len(gave_up) < 600  # both outcomes happened
+    assert sorted(seen) == sorted(set(range(600)) - gave_up)  # served once, and only if answered
+    assert not batcher._busy and not batcher._pending
+
+
+@pytest.mark.slow
+def test_a_full_queue_answers_overloaded_in_a_real_server(tmp_path):
+    from tests.conftest import SHIPPED_MODEL_DIR, LiveServer
+
+    # One worker whose queue holds one request, and full 64-image requests, which never share
+    # a call: while one runs and one waits, the others find the queue full.
+    server = LiveServer(
+        SHIPPED_MODEL_DIR,
+        tmp_path / "gunicorn.log",
+        FMNIST_WORKERS="1",
+        FMNIST_THREADS="8",
+        FMNIST_BATCH_QUEUE_SIZE="1",
+    ).start()
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "images",
+                    "datatype": "UINT8",
+                    "shape": [64, 28, 28],
+                    "parameters": {"binary_data_size": 64 * 28 * 28},
+                }
+            ]
+        }
+    ).encode()
+
+    def infer(_: int) -> tuple[int, str, str | None]:
+        response = requests.post(
+            server.url + "/v2/models/fashion_mnist/infer",
+            data=header + bytes(64 * 28 * 28),
+            headers={"Inference-Header-Content-Length": str(len(header))},
+            timeout=60,
+        )
+        code = response.json().get("code", "")
+        return response.status_code, code, response.headers.get("Retry-After")
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            outcomes = Counter(pool.map(infer, range(160)))
+        assert outcomes[(503, "overloaded", "1")] > 0, outcomes
+        assert outcomes[(200, "", None)] > 0, outcomes
+        assert set(outcomes) == {(503, "overloaded", "1"), (200, "", None)}, outcomes
+        assert infer(0)[0] == 200
+    finally:
+        server.stop()
+
+
+def test_an_interrupted_retry_one_by_one_leaves_no_request_unanswered():
+    gate = threading.Event()
+
+    def model(images: np.ndarray) -> np.ndarray:
+        gate.wait(5)
+        if len(images) > 1:
+            raise ValueError("a batch fails: retried one by one")
+        raise Interrupt  # and the retry is interrupted
+
+    batcher = BatchingPredictor(model, BatchingConfig(64, 0, 100))
+    outcomes: list[str] = []
+
+    def call() -> None:
+        try:
+            batcher.predict(images_of(1))
+            outcomes.append("answered")
+        except Interrupt:
+            outcomes.append("interrupted")
+
+    first = threading.Thread(target=call)
+    first.start()
+    wait_until_running(batcher)  # the others queue behind it and form a batch of three
+    threads = [first] + [threading.Thread(target=call) for _ in range(3)]
+    for thread in threads[1:]:
+        thread.start()
+    time.sleep(0.2)
+    gate.set()
+    for thread in threads:
+        thread.join(10)
+    assert not any(thread.is_alive() for thread in threads)
+    assert outcomes == ["interrupted"] * 4  # none woke unfinished to return nothing
+    batcher.close(timeout=5)
+    assert not batcher._busy and not batcher._pending
