@@ -24,13 +24,14 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     from service import errors, instrumentation
     from service.batching import BatchingConfig
-    from service.model import Predictor
+    from service.dataplane import DataPlane
     from service.openapi import openapi
     from service.page import page
     from service.protocols.kserve_v2 import v2
     from service.protocols.tf_serving import v1
     from service.routes import api
     from service.settings import Settings
+    from service.versions import ModelVersions
 
     settings = Settings.from_env(**(config or {}))
     app = Flask(__name__)
@@ -41,17 +42,18 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config["MAX_FORM_MEMORY_SIZE"] = MAX_FORM_FIELD_BYTES
     app.json.sort_keys = False  # keep probabilities in class order
     app.extensions["settings"] = settings
-    predictor = Predictor(
+    versions = ModelVersions(
         settings.model_dir,
-        settings.warmup,
-        settings.tf_threads,
         settings.model_versions,
         settings.model_poll_seconds,
         name=settings.model_name,
-        batching=BatchingConfig.from_settings(settings),
+        warmup=settings.warmup,
         runtime=settings.runtime,
+        tf_threads=settings.tf_threads,
+        batching=BatchingConfig.from_settings(settings),
     )
-    app.extensions["predictor"] = predictor
+    app.extensions["versions"] = versions
+    app.extensions["dataplane"] = DataPlane(settings, versions)
     errors.register_error_handlers(app)
     instrumentation.init_app(app)
     app.register_blueprint(api)
@@ -59,5 +61,5 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(v2)
     app.register_blueprint(page)
     app.register_blueprint(openapi)
-    predictor.start()
+    versions.start()
     return app

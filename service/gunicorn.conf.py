@@ -154,22 +154,22 @@ def post_worker_init(worker) -> None:  # noqa: ANN001 - gunicorn's Worker
     Workers share one listening socket: a restarted worker that accepted at once would answer
     503 model_not_ready while its siblings are ready. Notifying keeps the master's timeout off.
     """
-    predictor = worker_predictor(worker)
-    while predictor is not None and not predictor.wait_ready(1.0) and predictor.error is None:
+    versions = worker_versions(worker)
+    while versions is not None and not versions.wait_ready(1.0) and versions.error is None:
         worker.notify()
 
 
 def worker_exit(server, worker) -> None:  # noqa: ANN001 - gunicorn's Arbiter and Worker
     """Serve whatever the worker's batching queues still hold, then write the last log lines."""
-    predictor = worker_predictor(worker)
-    if predictor is not None:
-        predictor.stop()
+    versions = worker_versions(worker)
+    if versions is not None:
+        versions.stop()
     if getattr(worker, "access_log", None) is not None:
         worker.access_log.stop()  # writes every queued line before it returns
 
 
-def worker_predictor(worker):  # noqa: ANN001, ANN201 - gunicorn's Worker; service.model.Predictor
-    """The worker's Predictor; None before the app loaded, or for an app without a model
+def worker_versions(worker):  # noqa: ANN001, ANN201 - gunicorn's Worker; a ModelVersions
+    """The worker's ModelVersions; None before the app loaded, or for an app without a model
     (the benchmark's HTTP-floor app shares this configuration)."""
     app = getattr(worker, "wsgi", None)
-    return getattr(app, "extensions", {}).get("predictor")
+    return getattr(app, "extensions", {}).get("versions")

@@ -72,8 +72,9 @@ class Settings:
     max_aspect_ratio: float = 20.0
     """Longest over shortest side above which an image is refused (422)."""
     request_timeout: float = 30.0
-    """Seconds a /predict request may take, upload included: 408 if the body is still
-    arriving then, 503 deadline_exceeded if it is still being processed (see docs/security.md)."""
+    """Seconds a request that runs the model (or /preprocess) may take, upload and queueing
+    included: 408 if the body is still arriving then, 503 deadline_exceeded if it is still
+    being processed or waiting for the model (see docs/security.md)."""
     runtime: str = "litert"
     """What runs the SavedModel: "litert" (converted at load, run by LiteRT's interpreter) or
     "savedmodel" (TensorFlow's signature); service/runtime.py, measured in docs/benchmarks.md."""
@@ -91,7 +92,7 @@ class Settings:
     batch_queue_size: int = 0
     """Requests of a worker that may wait for the model before the next one answers 503
     overloaded: 1 to threads. 0 (the default) means threads: every request the worker holds
-    may wait."""
+    may wait, and request_timeout bounds how long (503 deadline_exceeded)."""
     workers: int = 2
     """gunicorn worker processes (service/gunicorn.conf.py says why this many)."""
     threads: int = 16
