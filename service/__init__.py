@@ -7,6 +7,7 @@ metrics nor the model's runtime.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False  # keep probabilities in class order
     app.extensions["settings"] = settings
     versions = ModelVersions(
-        settings.model_dir,
+        Path(settings.model_dir),  # a config override may give a string
         settings.model_versions,
         settings.model_poll_seconds,
         name=settings.model_name,

@@ -126,3 +126,12 @@ def test_bin_serve_stops_with_one_line_and_a_failure_status(variable, value, tmp
     (line,) = run.stderr.strip().splitlines()  # one line, no traceback
     assert line.startswith(f"fashion-mnist-serving: {variable}={value!r}: must be"), line
     assert time.monotonic() - started < 30
+
+
+def test_a_model_dir_given_as_text_is_served(tiny_model_dir):
+    from service import create_app
+
+    app = create_app({"model_dir": str(tiny_model_dir)})  # as scripts and benchmarks pass it
+    versions = app.extensions["versions"]
+    assert versions.wait_ready(60), versions.error
+    versions.stop()
