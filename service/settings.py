@@ -128,6 +128,11 @@ class Settings:
 
     def __post_init__(self) -> None:
         """Refuse a value out of range, naming its variable and what it accepts."""
+        self._check_numbers()
+        self._check_words()
+
+    def _check_numbers(self) -> None:
+        """Every numeric setting within its bounds, and a queue a worker can fill."""
         for name, bounds in BOUNDS.items():
             value = getattr(self, name)
             if not bounds.holds(value):
@@ -141,6 +146,9 @@ class Settings:
                 f"must be from 0 to {env_name('threads')} ({self.threads}); "
                 "a worker never holds more requests than threads",
             )
+
+    def _check_words(self) -> None:
+        """Every text setting one of its choices, or of its form."""
         if self.runtime not in RUNTIMES:
             refuse("runtime", self.runtime, f"must be one of {', '.join(RUNTIMES)}")
         if self.log_level.lower() not in LOG_LEVELS:  # gunicorn and logging take any case
