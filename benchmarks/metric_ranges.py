@@ -102,7 +102,7 @@ def measure(model_dir: Path) -> tuple[list, dict]:
     from service import create_app
 
     app = create_app({"model_dir": model_dir})
-    predictor = app.extensions["predictor"]
+    predictor = app.extensions["versions"]
     if not predictor.wait_ready(120):
         raise SystemExit(f"model did not load: {predictor.error}")
     client = app.test_client()

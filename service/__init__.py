@@ -1,21 +1,17 @@
-"""The Fashion-MNIST prediction service: `create_app()` wires its parts together."""
+"""The Fashion-MNIST prediction service: `create_app()` wires its parts together.
+
+The parts are imported inside the factory, as Flask's tutorial app does: gunicorn.conf.py
+imports service.settings in the master, which must load neither Flask nor prometheus_client's
+metrics nor the model's runtime.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask
-
-from service import errors, instrumentation
-from service.batching import BatchingConfig
-from service.model import Predictor
-from service.openapi import openapi
-from service.page import page
-from service.protocols.kserve_v2 import v2
-from service.protocols.tf_serving import v1
-from service.routes import api
-from service.settings import Settings
+if TYPE_CHECKING:
+    from flask import Flask
 
 FORM_PARAMETER_PARTS = 8
 # Werkzeug also applies this limit to its multipart decoder's buffer, which takes 64 KiB
@@ -23,17 +19,21 @@ FORM_PARAMETER_PARTS = 8
 MAX_FORM_FIELD_BYTES = 128 * 1024
 
 
-def batching_config(settings: Settings) -> BatchingConfig | None:
-    """The batcher's configuration, or None when batching is switched off."""
-    if not settings.batching:
-        return None
-    return BatchingConfig(
-        settings.batch_max_size, settings.batch_max_wait_ms / 1000, settings.batch_queue_size
-    )
-
-
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Build the app: defaults, then FMNIST_* environment, then `config` overrides."""
+    from flask import Flask
+
+    from service import errors, instrumentation
+    from service.batching import BatchingConfig
+    from service.dataplane import DataPlane
+    from service.openapi import openapi
+    from service.page import page
+    from service.protocols.kserve_v2 import v2
+    from service.protocols.tf_serving import v1
+    from service.routes import api
+    from service.settings import Settings
+    from service.versions import ModelVersions
+
     settings = Settings.from_env(**(config or {}))
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
@@ -43,17 +43,18 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config["MAX_FORM_MEMORY_SIZE"] = MAX_FORM_FIELD_BYTES
     app.json.sort_keys = False  # keep probabilities in class order
     app.extensions["settings"] = settings
-    predictor = Predictor(
-        Path(settings.model_dir),
-        settings.warmup,
-        settings.tf_threads,
+    versions = ModelVersions(
+        Path(settings.model_dir),  # a config override may give a string
         settings.model_versions,
         settings.model_poll_seconds,
         name=settings.model_name,
-        batching=batching_config(settings),
+        warmup=settings.warmup,
         runtime=settings.runtime,
+        tf_threads=settings.tf_threads,
+        batching=BatchingConfig.from_settings(settings),
     )
-    app.extensions["predictor"] = predictor
+    app.extensions["versions"] = versions
+    app.extensions["dataplane"] = DataPlane(settings, versions)
     errors.register_error_handlers(app)
     instrumentation.init_app(app)
     app.register_blueprint(api)
@@ -61,5 +62,5 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(v2)
     app.register_blueprint(page)
     app.register_blueprint(openapi)
-    predictor.start()
+    versions.start()
     return app

@@ -7,12 +7,15 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
 from service import metrics
-from service.errors import Overloaded
+from service.errors import DeadlineExceeded, Overloaded
+
+if TYPE_CHECKING:
+    from service.settings import Settings
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
 
@@ -25,8 +28,15 @@ class BatchingConfig:
     max_wait: float
     max_queue: int
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BatchingConfig | None:
+        """The configuration the settings ask for, or None when batching is switched off."""
+        if not settings.batching:
+            return None
+        return cls(settings.batch_max_size, settings.batch_max_wait_ms / 1000, settings.queue_size)
 
-@dataclass
+
+@dataclass(eq=False)  # compared by identity: the queue removes one that gave up
 class _Item:
     """One request's images waiting for the model, and, once done, its outcome.
 
@@ -57,7 +67,8 @@ class BatchingPredictor:
     once, with no hand-off between threads, and under load batches form while the model runs.
     The leader waits up to `max_wait` for batch-mates only when the previous batch held
     several requests (the sign of concurrent load). A full queue refuses new work with 503
-    instead of growing latency.
+    overloaded instead of growing latency, and a request that waits past its deadline leaves
+    the queue with 503 deadline_exceeded.
     """
 
     def __init__(self, predict: PredictFn, config: BatchingConfig) -> None:
@@ -73,8 +84,12 @@ class BatchingPredictor:
         self._arrived = threading.Condition(self._lock)  # the leader waits for batch-mates
         self._idle = threading.Condition(self._lock)  # close() waits for the last batch
 
-    def predict(self, images: np.ndarray) -> np.ndarray:
-        """Queue a request's images and return their probabilities, leading a batch if idle."""
+    def predict(self, images: np.ndarray, timeout: float = -1) -> np.ndarray:
+        """Queue a request's images and return their probabilities, leading a batch if idle.
+
+        A request that has to wait gives up after `timeout` seconds (-1: never) with 503
+        deadline_exceeded, unless its batch is already running or it was handed the lead.
+        """
         item = _Item(images)
         with self._lock:
             if self._closed or len(self._pending) >= self.max_queue:
@@ -87,11 +102,34 @@ class BatchingPredictor:
             self._busy = True
             self._arrived.notify()
         if not lead:
-            item.wake.acquire()  # released when served, or when handed the lead
+            # released when served, or when handed the lead
+            if not item.wake.acquire(timeout=timeout):
+                self._give_up(item, timeout)
             if item.done:
                 return _outcome(item)
         self._lead()
         return _outcome(item)
+
+    def _give_up(self, item: _Item, timeout: float) -> None:
+        """Leave the queue after a wait that timed out, or go on if it ended meanwhile.
+
+        Every release of `wake` that matters here happens under the lock (the hand-off of the
+        lead) or after the item left the queue (its batch ran), so with the lock held exactly
+        one holds: it was released (proceed as woken), it is still queued and not the next
+        leader (leave: nobody else will touch it), or it is in a running batch (wait for the
+        batch, which always releases it, and take its outcome: never half-served).
+        """
+        with self._lock:
+            if item.wake.acquire(blocking=False):
+                return  # served or handed the lead just as the wait ended
+            if item in self._pending:
+                self._pending.remove(item)
+                raise DeadlineExceeded(
+                    f"The request waited {timeout:.3g}s for the model, its time limit; "
+                    "retry shortly.",
+                    headers={"Retry-After": "1"},
+                )
+        item.wake.acquire()  # its batch is running: the answer is moments away
 
     def close(self, timeout: float = 30) -> None:
         """Refuse new requests and wait until every queued one has been served."""
@@ -148,14 +186,23 @@ class BatchingPredictor:
         for item in batch:
             metrics.BATCH_QUEUE_SECONDS.observe(started - item.queued_at)
         try:
+            self._run_batch(batch)
+        except BaseException as error:
+            # Interrupted, in the batch's call or in a retry one by one: every item not yet
+            # answered learns it, so none waits forever or, woken unfinished, leads a batch
+            # its images are not in.
+            for item in batch:
+                if not item.done:
+                    item.error, item.done = error, True
+            raise
+
+    def _run_batch(self, batch: list[_Item]) -> None:
+        """One call for the whole batch; on an error, one call per item."""
+        try:
             probabilities = self._predict(np.concatenate([item.images for item in batch]))
         except Exception:  # noqa: BLE001 - retried one by one so only the culprit fails
             self._run_one_by_one(batch)
             return
-        except BaseException as error:  # interrupted: every item learns it, none waits forever
-            for item in batch:
-                item.error, item.done = error, True
-            raise
         offset = 0
         for item in batch:
             item.result = probabilities[offset : offset + len(item.images)]

@@ -2,8 +2,9 @@
 
 Under gunicorn's gthread worker, its `timeout` only restarts a worker whose main loop hangs;
 a request thread that waits on a slow client or works through a heavy batch is never cut
-off. The deadline bounds both: socket reads of the body stop when it passes (408), and
-/predict checks it between images and before calling the model (503).
+off. The deadline bounds both, on every POST route (service/dataplane.py): socket reads of
+the body stop when it passes (408), and it is checked between images, before calling the
+model, and while waiting in the batching queue (503).
 """
 
 from __future__ import annotations

@@ -7,34 +7,44 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import queue
+import sys
 from logging.handlers import QueueHandler, QueueListener
 
 from gunicorn.glogging import Logger
 from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
+from service.settings import Settings
+
+# Every setting, this file's and the app's, is read and checked once here, in the master,
+# before a worker starts: a value out of range stops start-up with one line naming the
+# variable and what it accepts (SystemExit passes gunicorn's config loader: exit status 1).
+try:
+    SETTINGS = Settings.from_env()
+except ValueError as error:
+    sys.exit(f"fashion-mnist-serving: {error}")
+
 # Public API port; $PORT is the convention of most platforms (and `make serve`).
-bind = [f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"]
+bind = [f"{SETTINGS.host}:{SETTINGS.port}"]
 
 # Each worker is a process with its own TensorFlow runtime and model copy. Measured at
 # concurrency 32 on 2 cores, batching on (docs/benchmarks.md, "Workers and threads"):
 # 2 workers beat 1 (whose Python is held to one core by its GIL) and 3.
-workers = int(os.environ.get("FMNIST_WORKERS", "2"))
+workers = SETTINGS.workers
 
 # gthread: threads overlap request parsing with inference, and every request waiting in a
 # worker can join its next model call. 16 threads measured best (525 and 547 requests/s in two
 # rounds; 4, 8 and 32: 215 to 489); 16 lets up to 16 requests share a call and a slow client
 # holds one thread of many, not a whole worker.
 worker_class = "gthread"
-threads = int(os.environ.get("FMNIST_THREADS", "16"))
+threads = SETTINGS.threads
 
 # Kill a worker stuck longer than this; loading TensorFlow and the model takes a few seconds.
-timeout = int(os.environ.get("FMNIST_TIMEOUT", "60"))
+timeout = SETTINGS.timeout
 
 # Let in-flight requests finish on SIGTERM before workers exit.
-graceful_timeout = int(os.environ.get("FMNIST_GRACEFUL_TIMEOUT", "30"))
+graceful_timeout = SETTINGS.graceful_timeout
 
 # Keep-alive for clients and load balancers that reuse connections.
 keepalive = 5
@@ -57,7 +67,7 @@ class AppLogger(Logger):
 accesslog = None
 logger_class = AppLogger
 errorlog = "-"
-loglevel = os.environ.get("FMNIST_LOG_LEVEL", "info")
+loglevel = SETTINGS.log_level
 
 # Bound request-line and header sizes (request smuggling and header-flood hardening).
 limit_request_line = 8190
@@ -67,8 +77,8 @@ limit_request_field_size = 8190
 # Metrics have their own port, kept off the public listener (docs/metrics.md says why), and
 # the master serves it from every worker's files: one merged answer per scrape, even while
 # every worker is busy or restarting.
-METRICS_PORT = int(os.environ.get("FMNIST_METRICS_PORT", "9100"))
-METRICS_HOST = os.environ.get("FMNIST_METRICS_HOST", "0.0.0.0")
+METRICS_PORT = SETTINGS.metrics_port
+METRICS_HOST = SETTINGS.metrics_host
 
 # One JSON line per request on stdout; start-up, worker and error messages on stderr.
 logconfig_dict = {
@@ -158,22 +168,22 @@ def post_worker_init(worker) -> None:  # noqa: ANN001 - gunicorn's Worker
     Workers share one listening socket: a restarted worker that accepted at once would answer
     503 model_not_ready while its siblings are ready. Notifying keeps the master's timeout off.
     """
-    predictor = worker_predictor(worker)
-    while predictor is not None and not predictor.wait_ready(1.0) and predictor.error is None:
+    versions = worker_versions(worker)
+    while versions is not None and not versions.wait_ready(1.0) and versions.error is None:
         worker.notify()
 
 
 def worker_exit(server, worker) -> None:  # noqa: ANN001 - gunicorn's Arbiter and Worker
     """Serve whatever the worker's batching queues still hold, then write the last log lines."""
-    predictor = worker_predictor(worker)
-    if predictor is not None:
-        predictor.stop()
+    versions = worker_versions(worker)
+    if versions is not None:
+        versions.stop()
     if getattr(worker, "access_log", None) is not None:
         worker.access_log.stop()  # writes every queued line before it returns
 
 
-def worker_predictor(worker):  # noqa: ANN001, ANN201 - gunicorn's Worker; service.model.Predictor
-    """The worker's Predictor; None before the app loaded, or for an app without a model
+def worker_versions(worker):  # noqa: ANN001, ANN201 - gunicorn's Worker; a ModelVersions
+    """The worker's ModelVersions; None before the app loaded, or for an app without a model
     (the benchmark's HTTP-floor app shares this configuration)."""
     app = getattr(worker, "wsgi", None)
-    return getattr(app, "extensions", {}).get("predictor")
+    return getattr(app, "extensions", {}).get("versions")

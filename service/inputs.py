@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 from flask import Request
 from werkzeug.datastructures import MultiDict
-from werkzeug.exceptions import RequestEntityTooLarge
 
 from service import metrics
 from service.deadline import Deadline
@@ -63,24 +62,6 @@ def read_parameters(request: Request) -> MultiDict[str, str]:
     if request.mimetype == "multipart/form-data":
         merged.update(request.form)
     return merged
-
-
-def receive_body(request: Request, deadline: Deadline) -> None:
-    """Read the whole body now (multipart: parse it), giving up when the deadline passes."""
-    with deadline.reading_body(request.environ):
-        try:
-            request.get_data(parse_form_data=True)
-            # Werkzeug stops a chunked body at the size limit without an error; reading one
-            # byte more raises its 413 if the body went on past the limit.
-            request.stream.read(1)
-        except RequestEntityTooLarge:
-            # Too many multipart parts, or too long a text field: the rest of a body within
-            # the size limit is read, because gunicorn drains only 64 KiB of an unread body
-            # and then drops the connection, failing the client's next keep-alive request.
-            length, limit = request.content_length, request.max_content_length
-            if length is not None and limit is not None and length <= limit:
-                request.stream.exhaust()
-            raise
 
 
 def read_images(

@@ -313,7 +313,7 @@ def predict_operation(settings: Settings) -> dict[str, Any]:
             **upload_error_responses(),
             "503": problem_response(
                 "The model is still loading, this worker's queue is full, or the request "
-                "passed its time limit.",
+                "passed its time limit, waiting for the model included.",
                 *UNAVAILABLE,
             ),
         },
@@ -366,6 +366,22 @@ def loading_response() -> dict[str, Any]:
     """The 503 of a /v1 or /v2 route that reads the model, before any version is loaded."""
     return protocol_error_response(
         "No version is loaded yet (with Retry-After).", errors.ModelNotReady.code
+    )
+
+
+def body_timeout_response() -> dict[str, Any]:
+    """The 408 of a /v1 or /v2 route that reads a body: it did not arrive in time."""
+    return protocol_error_response(
+        "The body did not arrive within the request time limit.", errors.RequestTimeout.code
+    )
+
+
+def protocol_unavailable_response() -> dict[str, Any]:
+    """The 503 of a /v1 or /v2 route that runs the model (the data plane's, as /predict's)."""
+    return protocol_error_response(
+        "No version is loaded yet, this worker's queue is full, or the request passed its time "
+        "limit, waiting for the model included (with Retry-After).",
+        *UNAVAILABLE,
     )
 
 
@@ -430,11 +446,9 @@ def tf_predict_operation(settings: Settings, versioned: bool) -> dict[str, Any]:
                 *refused[400],
             ),
             **model_lookup_responses(versioned),
+            "408": body_timeout_response(),
             "413": protocol_error_response("Body or batch over the limits.", *refused[413]),
-            "503": protocol_error_response(
-                "No version is loaded yet, or this worker's queue is full (with Retry-After).",
-                *UNAVAILABLE,
-            ),
+            "503": protocol_unavailable_response(),
         },
     }
 
@@ -534,14 +548,12 @@ def v2_infer_operation(settings: Settings, versioned: bool) -> dict[str, Any]:
                 *TENSOR_ERRORS[400],
             ),
             **model_lookup_responses(versioned),
+            "408": body_timeout_response(),
             "413": protocol_error_response("Body or batch over the limits.", *TENSOR_ERRORS[413]),
             "415": protocol_error_response(
                 "A compressed body (Content-Encoding).", errors.UnsupportedMediaType.code
             ),
-            "503": protocol_error_response(
-                "No version is loaded yet, or this worker's queue is full (with Retry-After).",
-                *UNAVAILABLE,
-            ),
+            "503": protocol_unavailable_response(),
         },
     }
 

@@ -1,4 +1,8 @@
-"""HTTP routes: parse the request, call the predictor, shape the response."""
+"""The service's own routes: health, readiness, /predict and /preprocess.
+
+Each parses its request and shapes its response; the request path between them is the data
+plane's (service/dataplane.py).
+"""
 
 from __future__ import annotations
 
@@ -7,34 +11,19 @@ import io
 from typing import Any
 
 import numpy as np
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 from PIL import Image
 
-from service import metrics
-from service.deadline import Deadline
-from service.errors import ModelNotFound
+from service.dataplane import dataplane
 from service.inputs import (
     PredictOptions,
     read_images,
     read_invert,
     read_options,
     read_parameters,
-    receive_body,
 )
-from service.model import LoadedModel, Predictor
-from service.settings import Settings
 
 api = Blueprint("api", __name__)
-
-
-def predictor() -> Predictor:
-    """The app's predictor, registered once by create_app."""
-    return current_app.extensions["predictor"]
-
-
-def settings() -> Settings:
-    """The app's settings object."""
-    return current_app.extensions["settings"]
 
 
 @api.get("/healthz")
@@ -46,25 +35,25 @@ def healthz() -> Response:
 @api.get("/readyz")
 def readyz() -> tuple[Response, int]:
     """Readiness: 200 only once a model is loaded and warmed up."""
-    model = predictor().model
+    plane = dataplane()
+    model = plane.versions.model
     if model is None:
-        return jsonify(status="loading", error=predictor().error), 503
-    return jsonify(status="ready", model=settings().model_name, version=model.version), 200
+        return jsonify(status="loading", error=plane.versions.error), 503
+    return jsonify(status="ready", model=plane.settings.model_name, version=model.version), 200
 
 
 @api.post("/predict")
 def predict() -> Response:
     """Classify one or more images from a multipart, raw-image or JSON request."""
-    model = predictor().current()
-    deadline = Deadline(settings().request_timeout)
-    receive_body(request, deadline)
+    plane = dataplane()
+    model = plane.model()  # 503 before reading a body while no version is loaded
+    deadline = plane.receive(request, form=True)
     options = read_options(read_parameters(request), len(model.class_names))
-    images = read_images(request, settings(), options.invert, deadline)
+    images = read_images(request, plane.settings, options.invert, deadline)
     g.images = len(images)
-    deadline.check("running the model")
-    model, probabilities = run_model(images)
+    probabilities = plane.infer(model, images, deadline)
     return jsonify(
-        model={"name": settings().model_name, "version": model.version},
+        model={"name": plane.settings.model_name, "version": model.version},
         predictions=[_prediction(row, model.class_names, options) for row in probabilities],
     )
 
@@ -72,34 +61,16 @@ def predict() -> Response:
 @api.post("/preprocess")
 def preprocess() -> Response:
     """Return, as a PNG, the 28x28 image /predict would give the model for this upload."""
-    deadline = Deadline(settings().request_timeout)
-    receive_body(request, deadline)
+    plane = dataplane()
+    deadline = plane.receive(request, form=True)
     invert = read_invert(read_parameters(request))
     # The same parsing as /predict, with a batch limit of one: one PNG answers one image.
-    one_image = dataclasses.replace(settings(), max_batch=1)
+    one_image = dataclasses.replace(plane.settings, max_batch=1)
     images = read_images(request, one_image, invert, deadline)
     g.images = len(images)
     buffer = io.BytesIO()
     Image.fromarray(images[0]).save(buffer, format="PNG")
     return Response(buffer.getvalue(), mimetype="image/png")
-
-
-def model_named(name: str, version: int | None = None) -> LoadedModel:
-    """Return the served model's default or given version if `name` is its name."""
-    if name != settings().model_name:
-        raise ModelNotFound(
-            f"No model named {name!r}; this server serves {settings().model_name!r}."
-        )
-    return predictor().current(version)
-
-
-def run_model(images: np.ndarray, version: int | None = None) -> tuple[LoadedModel, np.ndarray]:
-    """Classify a request's images, counting predicted classes and confidence."""
-    model, probabilities = predictor().predict(images, version)
-    for row in probabilities:
-        metrics.PREDICTIONS.labels(model.class_names[int(row.argmax())]).inc()
-        metrics.CONFIDENCE.observe(float(row.max()))
-    return model, probabilities
 
 
 def _prediction(row: np.ndarray, class_names: list[str], options: PredictOptions) -> dict[str, Any]:

@@ -25,10 +25,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from service import convert
+from service.settings import RUNTIMES
 
 log = logging.getLogger(__name__)
 
-RUNTIMES = ("litert", "savedmodel")
 CONVERT_TIMEOUT = 300  # seconds; converting the shipped model takes a few
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

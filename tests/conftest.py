@@ -65,9 +65,9 @@ def app(tiny_model_dir: Path):
 
     app = create_app({"model_dir": tiny_model_dir})
     app.config["TESTING"] = True
-    assert app.extensions["predictor"].wait_ready(60), app.extensions["predictor"].error
+    assert app.extensions["versions"].wait_ready(60), app.extensions["versions"].error
     yield app
-    app.extensions["predictor"].stop()  # end its rescans of the model folder
+    app.extensions["versions"].stop()  # end its rescans of the model folder
 
 
 @pytest.fixture

@@ -1,8 +1,12 @@
-"""Correctness of the adaptive batcher (not timing): mapping, isolation, shutdown, overload."""
+"""Correctness of the adaptive batcher (not timing): mapping, isolation, shutdown, overload,
+requests that give up waiting."""
 
 from __future__ import annotations
 
+import json
 import threading
+import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -10,7 +14,7 @@ import pytest
 import requests
 
 from service.batching import BatchingConfig, BatchingPredictor
-from service.errors import Overloaded
+from service.errors import DeadlineExceeded, Overloaded
 
 
 class RecordingModel:
@@ -221,3 +225,173 @@ def concurrent_uploads_share_model_calls(live_server) -> None:  # noqa: ANN001 -
     assert calls < 96, "no two concurrent requests ever shared a model call"
     for index, probabilities in enumerate(results):  # each answer belongs to its own upload
         assert probabilities == pytest.approx(results[index % 10], abs=1e-5)
+
+
+def wait_until_running(batcher: BatchingPredictor) -> None:
+    """Block until a leader has taken its batch out of the queue (it is in the model call)."""
+    for _ in range(500):
+        with batcher._lock:
+            if batcher._busy and not batcher._pending:
+                return
+        time.sleep(0.01)
+    raise AssertionError("no batch started")
+
+
+def test_a_request_that_waits_past_its_timeout_leaves_the_queue_unserved():
+    gate = threading.Event()
+    model = RecordingModel(delay=gate)
+    batcher = BatchingPredictor(model, BatchingConfig(64, 0, 10))
+    with ThreadPoolExecutor(3) as pool:
+        leader = pool.submit(batcher.predict, images_of(1))
+        wait_until_running(batcher)
+        late = pool.submit(batcher.predict, images_of(2), 0.2)
+        patient = pool.submit(batcher.predict, images_of(3))
+        with pytest.raises(DeadlineExceeded) as refused:
+            late.result(5)
+        assert refused.value.status == 503 and refused.value.headers["Retry-After"] == "1"
+        gate.set()
+        assert leader.result(5)[0, 0] == 1 and patient.result(5)[0, 0] == 3
+    batcher.close()
+    assert model.calls == [1, 1]  # the request that gave up never reached the model
+    assert not batcher._busy and not batcher._pending
+
+
+def numbered(number: int) -> np.ndarray:
+    """One image carrying `number` in its first two pixels."""
+    image = np.zeros((1, 28, 28), np.uint8)
+    image[0, 0, :2] = divmod(number, 256)
+    return image
+
+
+def test_timeouts_racing_the_hand_off_never_strand_the_lead_or_half_serve_a_request():
+    seen: list[int] = []
+
+    def model(images: np.ndarray) -> np.ndarray:
+        time.sleep(0.001)
+        seen.extend(int(a) * 256 + int(b) for a, b in images[:, 0, :2])
+        return images[:, 0, :10] * 1.0
+
+    batcher = BatchingPredictor(model, BatchingConfig(4, 0, 1000))
+
+    def call(number: int) -> int | None:
+        try:
+            row = batcher.predict(numbered(number), 0.0005 * (number % 5))  # 0 s included
+        except DeadlineExceeded:
+            return None
+        return int(row[0, 0]) * 256 + int(row[0, 1])
+
+    with ThreadPoolExecutor(24) as pool:
+        answers = list(pool.map(call, range(600), timeout=60))  # a stranded lead would hang
+    gave_up = {n for n, answer in enumerate(answers) if answer is None}
+    assert all(answer in (None, n) for n, answer in enumerate(answers))
+    assert gave_up and len(gave_up) < 600  # both outcomes happened
+    assert sorted(seen) == sorted(set(range(600)) - gave_up)  # served once, and only if answered
+    assert not batcher._busy and not batcher._pending
+
+
+FULL_BATCH = 64 * 28 * 28
+V2_BINARY_HEADER = json.dumps(
+    {
+        "inputs": [
+            {
+                "name": "images",
+                "datatype": "UINT8",
+                "shape": [64, 28, 28],
+                "parameters": {"binary_data_size": FULL_BATCH},
+            }
+        ]
+    }
+).encode()
+
+
+def infer_full_batch(url: str) -> tuple[int, str, str | None, str]:
+    """One 64-image v2 request (binary data: next to nothing to parse); status, code,
+    Retry-After and error message."""
+    response = requests.post(
+        url + "/v2/models/fashion_mnist/infer",
+        data=V2_BINARY_HEADER + bytes(FULL_BATCH),
+        headers={"Inference-Header-Content-Length": str(len(V2_BINARY_HEADER))},
+        timeout=60,
+    )
+    if response.status_code == 200:
+        return 200, "", None, ""
+    answer = response.json()
+    return (
+        response.status_code,
+        answer["code"],
+        response.headers.get("Retry-After"),
+        answer["error"],
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("env", "refusal"),
+    [
+        # A queue of one request: while one runs and one waits, the others find it full.
+        ({"FMNIST_THREADS": "8", "FMNIST_BATCH_QUEUE_SIZE": "1"}, "overloaded"),
+        # The default queue, one place per thread, and a 100 ms limit: 16 full batches of about
+        # 10 ms each cannot all be served in time, and those still queued give up.
+        ({"FMNIST_THREADS": "16", "FMNIST_REQUEST_TIMEOUT": "0.1"}, "deadline_exceeded"),
+    ],
+    ids=["full_queue", "deadline_in_queue"],
+)
+def test_a_loaded_worker_refuses_what_it_cannot_serve_in_a_real_server(tmp_path, env, refusal):
+    from tests.conftest import SHIPPED_MODEL_DIR, LiveServer
+
+    # One worker and full 64-image requests, which never share a call, so they queue.
+    server = LiveServer(
+        SHIPPED_MODEL_DIR, tmp_path / "gunicorn.log", FMNIST_WORKERS="1", **env
+    ).start()
+    try:
+        threads = int(env["FMNIST_THREADS"])
+        with ThreadPoolExecutor(threads) as pool:
+            outcomes = list(pool.map(infer_full_batch, [server.url] * threads * 20))
+        statuses = Counter(outcome[:3] for outcome in outcomes)
+        assert statuses[(503, refusal, "1")] > 0, statuses
+        allowed = {(200, "", None), (503, refusal, "1")}
+        if refusal == "deadline_exceeded":
+            allowed.add((408, "request_timeout", None))  # a body that took the whole limit
+            # some gave up in the queue, not only before it
+            assert any("waited" in outcome[3] for outcome in outcomes), statuses
+        else:
+            assert statuses[(200, "", None)] > 0, statuses
+        assert set(statuses) <= allowed, statuses
+        assert infer_full_batch(server.url)[0] in (200, 503)  # still answering
+    finally:
+        server.stop()
+
+
+def test_an_interrupted_retry_one_by_one_leaves_no_request_unanswered():
+    gate = threading.Event()
+
+    def model(images: np.ndarray) -> np.ndarray:
+        gate.wait(5)
+        if len(images) > 1:
+            raise ValueError("a batch fails: retried one by one")
+        raise Interrupt  # and the retry is interrupted
+
+    batcher = BatchingPredictor(model, BatchingConfig(64, 0, 100))
+    outcomes: list[str] = []
+
+    def call() -> None:
+        try:
+            batcher.predict(images_of(1))
+            outcomes.append("answered")
+        except Interrupt:
+            outcomes.append("interrupted")
+
+    first = threading.Thread(target=call)
+    first.start()
+    wait_until_running(batcher)  # the others queue behind it and form a batch of three
+    threads = [first] + [threading.Thread(target=call) for _ in range(3)]
+    for thread in threads[1:]:
+        thread.start()
+    time.sleep(0.2)
+    gate.set()
+    for thread in threads:
+        thread.join(10)
+    assert not any(thread.is_alive() for thread in threads)
+    assert outcomes == ["interrupted"] * 4  # none woke unfinished to return nothing
+    batcher.close(timeout=5)
+    assert not batcher._busy and not batcher._pending

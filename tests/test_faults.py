@@ -1,4 +1,5 @@
-"""Faults with a real gunicorn: killed workers, shutdown, slow clients, requests over time.
+"""Faults with a real gunicorn: killed workers, shutdown, slow clients, stalled bodies on every
+route that reads one, requests over time.
 
 Each test starts its own server (bin/serve), because the faults damage it. Load comes from a
 few bounded threads on 127.0.0.1.
@@ -6,6 +7,7 @@ few bounded threads on 127.0.0.1.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -14,6 +16,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -231,3 +234,69 @@ def test_a_request_over_the_time_limit_gets_a_clean_503(deadline_server):
     assert response.headers["Retry-After"] == "1"
     assert time.monotonic() - started < 30  # it stopped at the deadline, not after 64 images
     assert predict_png(deadline_server).status_code == 200
+
+
+# Every route that reads a body, with a Content-Type it accepts.
+POST_ROUTES = {
+    "/predict": "image/png",
+    "/preprocess": "image/png",
+    "/v1/models/fashion_mnist:predict": "application/json",
+    "/v2/models/fashion_mnist/infer": "application/json",
+}
+
+
+@pytest.fixture(scope="module")
+def stall_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One worker with eight threads and a 3-second request time limit."""
+    log = tmp_path_factory.mktemp("stall") / "gunicorn.log"
+    server = LiveServer(
+        tiny_model_dir, log, FMNIST_WORKERS="1", FMNIST_THREADS="8", FMNIST_REQUEST_TIMEOUT="3"
+    ).start()
+    yield server
+    server.stop()
+
+
+def stall(server: LiveServer, path: str, content_type: str) -> socket.socket:
+    """Send a request's headers, announcing 1000 bytes of body, then one byte, then nothing."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
+        "Content-Length: 1000\r\nConnection: close\r\n\r\n{"
+    )
+    sock.sendall(head.encode())
+    return sock
+
+
+def test_stalled_bodies_are_cut_at_the_deadline_on_every_post_route(stall_server):
+    server = stall_server
+    started = time.monotonic()
+    stalled = {path: stall(server, path, kind) for path, kind in POST_ROUTES.items()}
+    time.sleep(0.5)  # every stalled request now holds a thread, waiting for its body
+    answered = [predict_png(server, timeout=10).status_code for _ in range(5)]
+    for path, sock in stalled.items():
+        status, body = read_response(sock)
+        waited = time.monotonic() - started
+        answer = json.loads(body)
+        assert status == 408 and answer["code"] == "request_timeout", (path, body)
+        # Each route's own error form: {"error", "code"} under /v1 and /v2, a problem elsewhere.
+        assert ("error" in answer) == path.startswith(("/v1/", "/v2/")), (path, answer)
+        assert 2.5 < waited < 10, (path, waited)
+    assert answered == [200] * 5  # the server went on answering others meanwhile
+    assert predict_png(server).status_code == 200
+    assert "Traceback" not in server.logs()
+
+
+def test_many_stalled_protocol_bodies_are_all_cut(stall_server):
+    # The issue's case: stalled /v2 and /v1 bodies by the dozen, more than the threads.
+    paths = [path for path in POST_ROUTES if path.startswith("/v")] * 12
+    started = time.monotonic()
+    stalled = [stall(stall_server, path, "application/json") for path in paths]
+    # Read all at once: gunicorn's main loop lingers up to 2 s on each closing connection
+    # until its client closes too (util.close_graceful), so one reader taking them in turn
+    # would measure its own slowness.
+    with ThreadPoolExecutor(len(stalled)) as pool:
+        statuses = Counter(status for status, _ in pool.map(read_response, stalled))
+    # 24 requests on 8 threads: three rounds of the 3-second limit, not an endless hold.
+    assert statuses == {408: len(paths)}, statuses
+    assert time.monotonic() - started < 20
+    assert predict_png(stall_server).status_code == 200

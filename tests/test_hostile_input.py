@@ -300,6 +300,45 @@ def test_chunked_body_over_the_limit_is_413(live_server):
     assert response.status_code == 413 and response.json()["code"] == "body_too_large"
 
 
+@pytest.mark.parametrize(
+    "path", ["/v1/models/fashion_mnist:predict", "/v2/models/fashion_mnist/infer"]
+)
+def test_a_chunked_protocol_body_over_the_limit_is_413_in_the_protocols_form(live_server, path):
+    chunk = b" " * (1 << 20)
+    chunks = iter([b"{"] + [chunk] * (DEFAULTS.max_body_bytes // len(chunk) + 1))
+    response = requests.post(
+        live_server.url + path,
+        data=chunks,
+        headers={"Content-Type": "application/json"},
+        timeout=60,
+    )
+    assert response.status_code == 413
+    answer = response.json()
+    assert set(answer) == {"error", "code"} and answer["code"] == "body_too_large"
+
+
+@pytest.mark.parametrize(
+    ("path", "bad"),
+    [
+        ("/v1/models/fashion_mnist:predict", {"instances": [[1, 2]]}),
+        ("/v2/models/fashion_mnist/infer", {"inputs": [{"name": "nope"}]}),
+    ],
+)
+def test_a_refused_protocol_request_keeps_its_connection_usable(live_server, path, bad):
+    pixels = [[0] * 28] * 28
+    good = (
+        {"instances": [pixels]}
+        if path.startswith("/v1/")
+        else {"inputs": [{"name": "images", "datatype": "UINT8", "shape": [1, 28, 28],
+                          "data": pixels}]}
+    )  # fmt: skip
+    with requests.Session() as session:  # one keep-alive connection
+        for _ in range(5):
+            refused = session.post(live_server.url + path, json=bad, timeout=30)
+            assert refused.status_code == 400 and refused.json()["code"] == "invalid_tensor"
+            assert session.post(live_server.url + path, json=good, timeout=30).status_code == 200
+
+
 def http_exchange(port: int, request: bytes) -> bytes:
     """Send raw bytes to the server and read until it closes or 10 s pass."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:

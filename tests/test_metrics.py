@@ -64,7 +64,7 @@ def test_a_prediction_updates_every_metric_on_its_path(client):
         "confidences": ("fmnist_prediction_confidence_ratio_count", {}),
         "errors": ("fmnist_errors_total", {"code": "unsupported_media_type"}),
     }
-    class_names = client.application.extensions["predictor"].model.class_names
+    class_names = client.application.extensions["versions"].model.class_names
     before = {key: sample(name, **labels) for key, (name, labels) in watched.items()}
     by_class = {name: sample("fmnist_predictions_total", class_name=name) for name in class_names}
     confidence_buckets = [
@@ -162,7 +162,7 @@ def test_a_model_load_sets_the_load_time_and_the_model_info(tiny_model_dir):
     from service import create_app
 
     app = create_app({"model_dir": tiny_model_dir, "model_name": "garments"})
-    predictor = app.extensions["predictor"]
+    predictor = app.extensions["versions"]
     assert predictor.wait_ready(60), predictor.error
     assert sample("fmnist_model_info", name="garments", version="1") == 1
     assert sample("fmnist_model_load_duration_seconds") == predictor.model.load_seconds > 0

@@ -1,10 +1,15 @@
-"""Model versions: the serving policy, picking up new folders, surviving broken ones."""
+"""Model versions: the serving policy, picking up new folders, surviving broken ones, and
+changing versions under load without a failed request."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import shutil
+import threading
 import time
+import weakref
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,10 +17,12 @@ import numpy as np
 import pytest
 import requests
 
+from service.batching import BatchingConfig
 from service.errors import ModelVersionNotFound
-from service.model import Predictor, VersionPolicy, list_versions, load_version
+from service.model import list_versions, load_version
+from service.versions import ModelVersions, VersionPolicy
 from tests.conftest import LiveServer
-from tests.images import garment
+from tests.images import encode, garment
 
 MODEL = "fashion_mnist"
 IMAGES = np.stack([garment(label) for label in (0, 5, 9)])
@@ -57,11 +64,11 @@ def add_broken(source: Path, model_dir: Path, version: int, how: str) -> None:
         (folder / "metadata.json").unlink()
 
 
-def predictor_for(model_dir: Path, versions: str = "latest") -> Predictor:
-    """A predictor that scans only when told to (refresh), for step-by-step tests."""
-    predictor = Predictor(model_dir, versions=versions)
-    predictor.refresh()
-    return predictor
+def versions_for(model_dir: Path, policy: str = "latest", **options) -> ModelVersions:
+    """Served versions that rescan only when told to (refresh), for step-by-step tests."""
+    versions = ModelVersions(model_dir, policy, **options)
+    versions.refresh()
+    return versions
 
 
 @pytest.mark.parametrize(
@@ -88,17 +95,17 @@ def test_a_bad_version_setting_fails_at_start_up(text, tmp_path):
 
 def test_latest_serves_the_newest_and_picks_up_a_new_folder(trained_versions, expected, tmp_path):
     add_version(trained_versions, tmp_path, 1)
-    predictor = predictor_for(tmp_path)
-    assert predictor.ready and list(predictor.served) == [1]
+    versions = versions_for(tmp_path)
+    assert versions.ready and list(versions.served) == [1]
     add_version(trained_versions, tmp_path, 2)
-    predictor.refresh()
-    assert list(predictor.served) == [2]
-    model, probabilities = predictor.predict(IMAGES)
+    versions.refresh()
+    assert list(versions.served) == [2]
+    model = versions.current()
     assert model.version == 2
-    np.testing.assert_allclose(probabilities, expected[2], atol=1e-6)
+    np.testing.assert_allclose(model.predict(IMAGES), expected[2], atol=1e-6)
     assert not np.allclose(expected[1], expected[2], atol=1e-3)  # the versions really differ
     with pytest.raises(ModelVersionNotFound):
-        predictor.predict(IMAGES, version=1)
+        versions.current(1)
 
 
 @pytest.mark.parametrize("how", ["corrupt", "no_metadata"])
@@ -107,40 +114,40 @@ def test_a_broken_new_version_never_replaces_the_served_one(
 ):
     add_version(trained_versions, tmp_path, 1)
     add_version(trained_versions, tmp_path, 2)
-    predictor = predictor_for(tmp_path)
+    versions = versions_for(tmp_path)
     add_broken(trained_versions, tmp_path, 3, how)
-    with caplog.at_level(logging.ERROR, logger="service.model"):
-        predictor.refresh()
-        predictor.refresh()  # unchanged since it failed: not tried again
+    with caplog.at_level(logging.ERROR, logger="service.versions"):
+        versions.refresh()
+        versions.refresh()  # unchanged since it failed: not tried again
     assert [r.message for r in caplog.records] == [
         f"model version 3 in {tmp_path / '3'} failed to load"
     ]
-    assert list(predictor.served) == [2] and predictor.ready
-    assert list(predictor.failures) == [3]
-    np.testing.assert_allclose(predictor.predict(IMAGES)[1], expected[2], atol=1e-6)
+    assert list(versions.served) == [2] and versions.ready
+    assert list(versions.failures) == [3]
+    np.testing.assert_allclose(versions.current().predict(IMAGES), expected[2], atol=1e-6)
     shutil.rmtree(tmp_path / "3")
     add_version(trained_versions, tmp_path, 3)  # a fixed folder is tried again
-    predictor.refresh()
-    assert list(predictor.served) == [3] and not predictor.failures
+    versions.refresh()
+    assert list(versions.served) == [3] and not versions.failures
 
 
 def test_latest_starts_on_the_newest_version_that_loads(trained_versions, tmp_path):
     add_version(trained_versions, tmp_path, 1)
     add_broken(trained_versions, tmp_path, 2, "corrupt")
-    predictor = predictor_for(tmp_path)
-    assert predictor.ready and list(predictor.served) == [1]
+    versions = versions_for(tmp_path)
+    assert versions.ready and list(versions.served) == [1]
 
 
 def test_all_and_a_list_choose_the_served_versions(trained_versions, expected, tmp_path):
     for version in (1, 2, 3):
         add_version(trained_versions, tmp_path, version)
-    everything = predictor_for(tmp_path, "all")
+    everything = versions_for(tmp_path, "all")
     assert sorted(everything.served) == [1, 2, 3] and everything.current().version == 3
     for version in (1, 2, 3):
-        model, probabilities = everything.predict(IMAGES, version)
+        model = everything.current(version)
         assert model.version == version
-        np.testing.assert_allclose(probabilities, expected[version], atol=1e-6)
-    listed = predictor_for(tmp_path, "1,2,9")
+        np.testing.assert_allclose(model.predict(IMAGES), expected[version], atol=1e-6)
+    listed = versions_for(tmp_path, "1,2,9")
     assert sorted(listed.served) == [1, 2] and listed.current().version == 2
     with pytest.raises(ModelVersionNotFound, match="served versions: 1, 2"):
         listed.current(3)
@@ -151,31 +158,31 @@ def test_version_folders_are_integers_leading_zeros_allowed(trained_versions, tm
     for other in ("²", "1a", ".tmp-8-x"):  # a digit that int() refuses, a name, a staging folder
         add_version(trained_versions, tmp_path, 1, into=other)
     assert list_versions(tmp_path) == [7]
-    predictor = predictor_for(tmp_path)
-    assert predictor.current(7).path == tmp_path / "0007"
+    versions = versions_for(tmp_path)
+    assert versions.current(7).path == tmp_path / "0007"
 
 
 def test_removed_versions_are_retired_but_never_the_last(trained_versions, tmp_path):
     add_version(trained_versions, tmp_path, 1)
     add_version(trained_versions, tmp_path, 2)
-    predictor = predictor_for(tmp_path, "all")
+    versions = versions_for(tmp_path, "all")
     shutil.rmtree(tmp_path / "2")
-    predictor.refresh()
-    assert list(predictor.served) == [1]
+    versions.refresh()
+    assert list(versions.served) == [1]
     shutil.rmtree(tmp_path / "1")
-    predictor.refresh()
-    assert list(predictor.served) == [1]  # nothing left to swap in: keep serving
+    versions.refresh()
+    assert list(versions.served) == [1]  # nothing left to swap in: keep serving
 
 
 def test_readiness_waits_for_a_version_to_appear(trained_versions, tmp_path):
-    predictor = predictor_for(tmp_path)
-    assert not predictor.ready and "no model version" in (predictor.error or "")
+    versions = versions_for(tmp_path)
+    assert not versions.ready and "no model version" in (versions.error or "")
     add_broken(trained_versions, tmp_path, 1, "no_metadata")
-    predictor.refresh()
-    assert not predictor.ready and "version 1: FileNotFoundError" in (predictor.error or "")
+    versions.refresh()
+    assert not versions.ready and "version 1: FileNotFoundError" in (versions.error or "")
     add_version(trained_versions, tmp_path, 2)
-    predictor.refresh()
-    assert predictor.ready and predictor.error is None
+    versions.refresh()
+    assert versions.ready and versions.error is None
 
 
 @pytest.fixture
@@ -268,3 +275,121 @@ def test_live_versions_routes_pickup_and_a_broken_folder(
     )
     assert missing.status_code == 404 and missing.json()["code"] == "model_version_not_found"
     assert "model version 4" in server.logs() and server.process.poll() is None
+
+
+def test_a_retired_version_answers_the_requests_holding_it_then_is_unloaded(
+    trained_versions, expected, tmp_path, caplog
+):
+    add_version(trained_versions, tmp_path, 1)
+    versions = versions_for(tmp_path, batching=BatchingConfig(64, 0, 16))
+    held = versions.current()  # a request that found version 1 just before the swap
+    add_version(trained_versions, tmp_path, 2)
+    with caplog.at_level(logging.INFO, logger="service.versions"):
+        versions.refresh()
+        assert versions.current().version == 2
+        # Its queue still serves it (closing it first answered such requests 503 overloaded).
+        np.testing.assert_allclose(held.batcher.predict(IMAGES), expected[1], atol=1e-6)
+        assert "model version 1 unloaded" not in caplog.messages
+        unloaded = weakref.ref(held)
+        del held  # the last request lets go
+        gc.collect()
+    assert unloaded() is None and "model version 1 unloaded" in caplog.messages
+
+
+def add_atomically(source: Path, model_dir: Path, version: int) -> None:
+    """Write a version as python -m training does: a temporary folder, then one rename."""
+    staging = add_version(source, model_dir, version, into=f".tmp-{version}")
+    staging.rename(model_dir / str(version))
+
+
+class Clients:
+    """Threads posting /predict and v2 infer in a loop; each answer's status and version."""
+
+    def __init__(self, server: LiveServer, threads: int) -> None:
+        self.server = server
+        self.answers: Counter[tuple[int, str]] = Counter()
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(n,)) for n in range(threads)]
+
+    def __enter__(self) -> Clients:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(60)
+
+    def _run(self, number: int) -> None:
+        png = encode(garment(number % 10))
+        with requests.Session() as session:
+            for _ in range(5000):  # bounded even if never stopped
+                if self.stop.is_set():
+                    return
+                try:
+                    self.answers[self._ask(session, png, v2=number % 2 == 0)] += 1
+                except requests.RequestException as error:  # counted: it must not happen
+                    self.answers[(0, type(error).__name__)] += 1
+
+    def _ask(self, session: requests.Session, png: bytes, v2: bool) -> tuple[int, str]:
+        """One /predict or v2 infer request: its status and the version that answered."""
+        if v2:
+            response = session.post(
+                f"{self.server.url}/v2/models/{MODEL}/infer",
+                json={"inputs": [V2_INPUT]},
+                timeout=30,
+            )
+            return response.status_code, str(response.json().get("model_version"))
+        response = session.post(
+            self.server.url + "/predict",
+            data=png,
+            headers={"Content-Type": "image/png"},
+            timeout=30,
+        )
+        return response.status_code, str(response.json().get("model", {}).get("version"))
+
+    def wait_for_version(self, version: int, timeout: float = 90) -> None:
+        """Wait until some answer came from `version`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(v == str(version) for _, v in list(self.answers)):
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"version {version} never answered: {self.answers}")
+
+
+V2_INPUT = {"name": "images", "shape": [3, 28, 28], "datatype": "UINT8", "data": IMAGES.tolist()}
+
+
+@pytest.mark.slow
+def test_versions_added_and_removed_under_load_drop_no_request(trained_versions, tmp_path):
+    model_dir = tmp_path / MODEL
+    add_version(trained_versions, model_dir, 1)
+    server = LiveServer(
+        model_dir,
+        tmp_path / "gunicorn.log",
+        FMNIST_WORKERS="1",
+        FMNIST_THREADS="16",
+        FMNIST_MODEL_POLL_SECONDS="0.2",
+    ).start()
+    try:
+        with Clients(server, threads=16) as clients:
+            clients.wait_for_version(1)
+            for version in (2, 3):
+                add_atomically(trained_versions, model_dir, version)
+                clients.wait_for_version(version)
+            shutil.rmtree(model_dir / "3")  # the newest goes: latest falls back to 2
+            before = clients.answers[(200, "2")]
+            deadline = time.monotonic() + 60
+            while clients.answers[(200, "2")] < before + 50 and time.monotonic() < deadline:
+                time.sleep(0.1)
+        answers = clients.answers
+    finally:
+        server.stop()
+    assert {status for status, _ in answers} == {200}, answers
+    assert {version for _, version in answers} == {"1", "2", "3"}, answers
+    assert answers[(200, "2")] >= before + 50, answers
+    log = server.log_path.read_text()
+    assert "model version 1 unloaded" in log and "model version 3 unloaded" in log
+    print(f"answers during the changes: {dict(answers)}")

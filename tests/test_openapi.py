@@ -160,3 +160,16 @@ def test_schemathesis_finds_no_server_error_and_no_response_off_the_schema(fuzze
     assert cases and int(cases[1]) > 100, summary
     print(f"schemathesis: {cases[0]}; report: {junit}")
     assert "Traceback" not in fuzzed_server.logs()
+
+
+def test_every_route_that_reads_a_body_documents_its_deadline_answers():
+    # Every POST goes through the data plane: its body is read under the request deadline.
+    spec = document(Settings())
+    posts = {path: ops["post"]["responses"] for path, ops in spec["paths"].items() if "post" in ops}
+    assert len(posts) == 6  # /predict, /preprocess, and :predict and infer with and without N
+    for path, responses in posts.items():
+        timeout = responses["408"]["content"]
+        codes = next(iter(timeout.values()))["schema"]["allOf"][1]["properties"]["code"]["enum"]
+        assert codes == ["request_timeout"], path
+        unavailable = next(iter(responses["503"]["content"].values()))["schema"]["allOf"][1]
+        assert "deadline_exceeded" in unavailable["properties"]["code"]["enum"], path

@@ -404,7 +404,7 @@ def test_health_is_false_until_the_model_is_loaded(tmp_path):
     from service import create_app
 
     app = create_app({"model_dir": tmp_path})  # nothing to load: never ready
-    app.extensions["predictor"].wait_ready(2)
+    app.extensions["versions"].wait_ready(2)
     client = app.test_client()
     assert client.get("/v2/health/live").status_code == 200
     assert client.get("/v2/health/ready").status_code == 400
@@ -412,7 +412,7 @@ def test_health_is_false_until_the_model_is_loaded(tmp_path):
     infer = client.post(f"/v2/models/{MODEL}/infer", json=v2_input(GOOD, [1, 28, 28]))
     assert infer.status_code == 503 and infer.headers["Retry-After"] == "1"
     assert "no model version" in infer.json["error"]
-    app.extensions["predictor"].stop()
+    app.extensions["versions"].stop()
 
 
 def test_server_metadata_version_is_the_project_version():

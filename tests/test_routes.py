@@ -45,7 +45,7 @@ def test_readiness_is_503_until_the_model_is_loaded(tmp_path):
     from service import create_app
 
     app = create_app({"model_dir": tmp_path})  # no model there: never ready
-    app.extensions["predictor"].wait_ready(5)
+    app.extensions["versions"].wait_ready(5)
     client = app.test_client()
     assert client.get("/healthz").status_code == 200
     response = client.get("/readyz")
@@ -223,7 +223,7 @@ def test_body_over_the_limit_is_413(tiny_model_dir):
     from service import create_app
 
     app = create_app({"model_dir": tiny_model_dir, "max_body_bytes": 1000})
-    app.extensions["predictor"].wait_ready(60)
+    app.extensions["versions"].wait_ready(60)
     response = app.test_client().post("/predict", data=b"x" * 5000, content_type="image/png")
     assert response.status_code == 413 and response.json["code"] == "body_too_large"
 
@@ -237,12 +237,10 @@ def test_unknown_routes_and_wrong_methods_answer_json(client):
 
 
 def test_an_unexpected_failure_is_a_json_500_without_traceback(app, monkeypatch):
-    predictor = app.extensions["predictor"]
-
-    def explode(images, version=None):
+    def explode(model, images, deadline):
         raise RuntimeError("secret internal detail")
 
-    monkeypatch.setattr(predictor, "predict", explode)
+    monkeypatch.setattr(app.extensions["dataplane"], "infer", explode)
     response = app.test_client().post("/predict", data=encode(garment()), content_type="image/png")
     assert response.status_code == 500 and response.json["code"] == "internal_error"
     assert "secret" not in response.get_data(as_text=True)

@@ -75,7 +75,7 @@ def test_the_app_serves_through_the_chosen_runtime(tiny_model_dir, kind):
     from service import create_app
 
     app = create_app({"model_dir": tiny_model_dir, "runtime": kind})
-    predictor = app.extensions["predictor"]
+    predictor = app.extensions["versions"]
     try:
         assert predictor.wait_ready(60), predictor.error
         assert type(predictor.model.runtime).__name__.lower().startswith(kind)

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
+from service.dataplane import dataplane
 from service.errors import (
     InvalidTensor,
     MalformedRequest,
@@ -22,7 +23,6 @@ from service.errors import (
 from service.inputs import parse_json
 from service.model import LoadedModel
 from service.protocols.tensors import flat_array, image_count, to_images
-from service.routes import model_named, predictor, run_model, settings
 
 v2 = Blueprint("kserve_v2", __name__, url_prefix="/v2")
 
@@ -52,7 +52,7 @@ def live() -> Response:
 @v2.get("/health/ready")
 def ready() -> Response:
     """Readiness: 200 once the default version is loaded and warmed up, else 400 (4xx: false)."""
-    return Response(status=200 if predictor().ready else 400)
+    return Response(status=200 if dataplane().versions.ready else 400)
 
 
 @v2.get("/models/<name>/ready", defaults={"version": None})
@@ -60,7 +60,7 @@ def ready() -> Response:
 def model_ready(name: str, version: str | None) -> Response:
     """Model readiness: 200 if that version is served; 400 while loading; 404 if unknown."""
     try:
-        model_named(name, parse_version(version))
+        dataplane().model(name, parse_version(version))
     except ModelNotReady:
         return Response(status=400)
     return Response(status=200)
@@ -70,10 +70,11 @@ def model_ready(name: str, version: str | None) -> Response:
 @v2.get("/models/<name>/versions/<version>")
 def model_metadata(name: str, version: str | None) -> Response:
     """Model metadata: served versions, platform, input and output tensors."""
-    model = model_named(name, parse_version(version))
+    plane = dataplane()
+    model = plane.model(name, parse_version(version))
     return jsonify(
-        name=settings().model_name,
-        versions=[str(v) for v in sorted(predictor().served)],
+        name=plane.settings.model_name,
+        versions=[str(v) for v in sorted(plane.versions.served)],
         platform=PLATFORM,
         inputs=[tensor_metadata(model.metadata["input"])],
         outputs=[tensor_metadata(model.metadata["output"])],
@@ -84,14 +85,15 @@ def model_metadata(name: str, version: str | None) -> Response:
 @v2.post("/models/<name>/versions/<version>/infer")
 def infer(name: str, version: str | None) -> Response:
     """Classify a batch of images given as one tensor, in JSON or as binary data."""
-    number = parse_version(version)
-    model = model_named(name, number)
+    plane = dataplane()
+    model = plane.model(name, parse_version(version))
+    deadline = plane.receive(request)
     document, binary = read_body()
     optional(document, "id", str)
-    images = read_images(document, binary, model, settings().max_batch)
+    images = read_images(document, binary, model, plane.settings.max_batch)
     binary = binary_output(document, model.output_name)
     g.images = len(images)
-    model, probabilities = run_model(images, number)
+    probabilities = plane.infer(model, images, deadline)
     return inference_response(document, model, probabilities, binary)
 
 
@@ -114,7 +116,7 @@ def tensor_metadata(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_body() -> tuple[dict[str, Any], bytes]:
-    """Split the body into the JSON inference request and the binary tensor data after it."""
+    """Split the received body into the JSON inference request and the binary data after it."""
     if request.content_encoding not in (None, "", "identity"):
         raise UnsupportedMediaType(f"Content-Encoding {request.content_encoding} is not accepted.")
     body = request.get_data(cache=False)
@@ -215,7 +217,7 @@ def inference_response(
         "shape": list(probabilities.shape),
     }
     body: dict[str, Any] = {
-        "model_name": settings().model_name,
+        "model_name": dataplane().settings.model_name,
         "model_version": str(model.version),
     }
     if document.get("id") is not None:

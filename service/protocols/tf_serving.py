@@ -11,11 +11,11 @@ from typing import Any
 from flask import Blueprint, Response, g, jsonify, request
 from werkzeug.routing import BaseConverter
 
+from service.dataplane import dataplane
 from service.errors import InvalidParameter, InvalidTensor, MalformedRequest, ModelVersionNotFound
 from service.inputs import parse_json
 from service.model import LoadedModel
 from service.protocols.tensors import nested_array, to_images
-from service.routes import model_named, predictor, run_model, settings
 
 
 class ModelName(BaseConverter):
@@ -39,8 +39,8 @@ OK = {"error_code": "OK", "error_message": ""}
 @v1.get("/<model_name:name>/versions/<int:version>")
 def model_status(name: str, version: int | None) -> Response:
     """Each version's state (TF Serving's GetModelStatusResponse), and the version's metadata."""
-    model_named(name)  # 404 for another name, 503 while loading
-    served, failures = predictor().served, predictor().failures
+    dataplane().model(name)  # 404 for another name, 503 while loading
+    served, failures = dataplane().versions.served, dataplane().versions.failures
     statuses = [
         {"version": str(v), "state": "AVAILABLE", "status": OK}
         for v in sorted(served, reverse=True)
@@ -67,10 +67,10 @@ def model_status(name: str, version: int | None) -> Response:
 @v1.get("/<model_name:name>/versions/<int:version>/metadata")
 def model_metadata(name: str, version: int | None) -> Response:
     """The serving signature, as TF Serving's GetModelMetadataResponse shows it."""
-    model = model_named(name, version)
+    model = dataplane().model(name, version)
     return jsonify(
         model_spec={
-            "name": settings().model_name,
+            "name": dataplane().settings.model_name,
             "signature_name": "",
             "version": str(model.version),
         },
@@ -82,12 +82,14 @@ def model_metadata(name: str, version: int | None) -> Response:
 @v1.post("/<model_name:name>/versions/<int:version>:predict")
 def predict(name: str, version: int | None) -> Response:
     """Classify a batch: "instances" answer "predictions", "inputs" answer "outputs"."""
-    model = model_named(name, version)
+    plane = dataplane()
+    model = plane.model(name, version)
+    deadline = plane.receive(request)
     document = parse_json(request.get_data(cache=False))
     data, columnar = read_request(document, model)
-    images = to_images(nested_array(data), settings().max_batch)
+    images = to_images(nested_array(data), plane.settings.max_batch)
     g.images = len(images)
-    _, probabilities = run_model(images, version)
+    probabilities = plane.infer(model, images, deadline)
     return jsonify({"outputs" if columnar else "predictions": probabilities.tolist()})
 
 
@@ -95,7 +97,7 @@ def describe(model: LoadedModel) -> dict[str, Any]:
     """This service's summary of a version: signature, class names, test accuracy."""
     meta = model.metadata
     return {
-        "name": settings().model_name,
+        "name": dataplane().settings.model_name,
         "version": model.version,
         "signature_name": meta["signature_name"],
         "inputs": meta["input"],

@@ -1,0 +1,89 @@
+"""The data plane: the one request path of every route that takes a body or runs the model.
+
+As in MLServer's handlers/dataplane.py, /predict, /preprocess, TensorFlow Serving's :predict and
+the Open Inference Protocol's infer all go through the same calls: find the version the request
+names, read the body under the request deadline, run the images through that version's batcher
+under the same deadline, count the predictions. The routes of service/routes.py and
+service/protocols/ only translate their wire format to and from these calls.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from flask import Request, current_app
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from service import metrics
+from service.deadline import Deadline
+from service.errors import ModelNotFound
+from service.model import LoadedModel
+from service.settings import Settings
+from service.versions import ModelVersions
+
+
+class DataPlane:
+    """What every model route does, whatever its protocol; registered once per app."""
+
+    def __init__(self, settings: Settings, versions: ModelVersions) -> None:
+        self.settings = settings
+        self.versions = versions
+
+    def model(self, name: str | None = None, version: int | None = None) -> LoadedModel:
+        """The served version a request names, the default without one.
+
+        404 for another model's name or a version not served; 503 while none is loaded. The
+        request then holds this version: it answers even if a newer one is published meanwhile.
+        """
+        if name is not None and name != self.settings.model_name:
+            raise ModelNotFound(
+                f"No model named {name!r}; this server serves {self.settings.model_name!r}."
+            )
+        return self.versions.current(version)
+
+    def receive(self, request: Request, *, form: bool = False) -> Deadline:
+        """Start the request's deadline and read its whole body under it (multipart: parsed)."""
+        deadline = Deadline(self.settings.request_timeout)
+        receive_body(request, deadline, form)
+        return deadline
+
+    def infer(self, model: LoadedModel, images: np.ndarray, deadline: Deadline) -> np.ndarray:
+        """Run a uint8 batch (N, 28, 28) on `model` within the deadline; count its predictions."""
+        deadline.check("running the model")
+        batcher = model.batcher
+        if batcher is None:
+            probabilities = model.predict(images)
+        else:
+            # Waiting in the queue counts against the same deadline (503 deadline_exceeded).
+            probabilities = batcher.predict(images, max(deadline.remaining(), 0.0))
+        for row in probabilities:
+            metrics.PREDICTIONS.labels(model.class_names[int(row.argmax())]).inc()
+            metrics.CONFIDENCE.observe(float(row.max()))
+        return probabilities
+
+
+def dataplane() -> DataPlane:
+    """The app's data plane, registered once by create_app."""
+    return current_app.extensions["dataplane"]
+
+
+def receive_body(request: Request, deadline: Deadline, form: bool = False) -> None:
+    """Read the whole body now, giving up when the deadline passes (408).
+
+    `form` parses a multipart or urlencoded body into request.form and request.files, as
+    /predict needs; the protocol routes read the raw bytes, whatever the Content-Type says
+    (curl -d sends a form type with a JSON body).
+    """
+    with deadline.reading_body(request.environ):
+        try:
+            request.get_data(parse_form_data=form)
+            # Werkzeug stops a chunked body at the size limit without an error; reading one
+            # byte more raises its 413 if the body went on past the limit.
+            request.stream.read(1)
+        except RequestEntityTooLarge:
+            # Too many multipart parts, or too long a text field: the rest of a body within
+            # the size limit is read, because gunicorn drains only 64 KiB of an unread body
+            # and then drops the connection, failing the client's next keep-alive request.
+            length, limit = request.content_length, request.max_content_length
+            if length is not None and limit is not None and length <= limit:
+                request.stream.exhaust()
+            raise
