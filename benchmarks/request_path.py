@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import queue
+import secrets
 import sys
 import tempfile
 import threading
@@ -138,7 +139,7 @@ def metrics_rows() -> list[tuple[str, float, str, float | None]]:
         ("gauge inc (livesum)", microseconds(metrics.IN_FLIGHT.inc, 20000), "", None),
         (
             "request id: secrets.token_hex(16)",
-            microseconds(lambda: os.urandom(16).hex(), 20000),
+            microseconds(lambda: secrets.token_hex(16), 20000),
             "uuid.uuid4().hex (before)",
             microseconds(lambda: uuid.uuid4().hex, 20000),
         ),
@@ -154,7 +155,7 @@ def model_rows() -> list[tuple[str, float, str, float | None]]:
     model = load_version(model_dir, list_versions(model_dir)[-1], "litert")
     images = np.zeros((1, 28, 28), np.uint8)
     ours: _Invocation = model.runtime._new_runner()
-    runner = ours.interpreter.get_signature_runner("serving_default")
+    runner = model.runtime._new_runner().interpreter.get_signature_runner("serving_default")
     response = {"model": {"name": "fashion_mnist", "version": 1}, "predictions": []}
     from service.inputs import PredictOptions
     from service.routes import _prediction
@@ -227,7 +228,7 @@ def request_rows() -> list[tuple[str, float, str, float | None]]:
 
     logging.getLogger("service.access").disabled = True
     app = create_app({"model_dir": ROOT / "models" / "fashion_mnist"})
-    assert app.extensions["predictor"].wait_ready(120), app.extensions["predictor"].error
+    assert app.extensions["versions"].wait_ready(120), app.extensions["versions"].error
     body, kind = multipart_body(sample_png()), f"multipart/form-data; boundary={BOUNDARY}"
     service, floor = app.test_client(), floor_app.create_app().test_client()
     try:
@@ -240,7 +241,7 @@ def request_rows() -> list[tuple[str, float, str, float | None]]:
             )
         ]
     finally:
-        app.extensions["predictor"].stop()
+        app.extensions["versions"].stop()
 
 
 def markdown(rows: list[list]) -> str:
