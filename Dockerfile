@@ -23,6 +23,11 @@ RUN /opt/venv/bin/pip install --no-cache-dir --require-hashes --no-deps \
 
 # Runtime: the venv, the entry script, the service and the shipped model; nothing else.
 FROM base AS runtime
+# The base's own Python ships pip, setuptools and wheel (python:3.11-slim does; the test's
+# Debian stand-in has none): the service never runs them, so they leave as well.
+RUN if python -m pip --version >/dev/null 2>&1; then \
+        python -m pip uninstall --yes --no-cache-dir setuptools wheel pip; \
+    fi
 # /tmp is the one writable path (a tmpfs in docker-compose.yml, an emptyDir in deploy/k8s/):
 # the metrics directory, temporary files and HOME (the user has none) all live there, so
 # the root filesystem can be mounted read-only.

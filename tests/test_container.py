@@ -70,9 +70,11 @@ def test_runtime_stage_copies_the_venv_the_entry_script_the_service_and_the_mode
         "service/ service/",
         "models/ models/",
     ]
-    assert all("pip" not in run for run in container.instruction_values("RUN")), (
-        "pip runs in the builder stage only"
-    )
+    runs = container.instruction_values("RUN")
+    assert all("pip install" not in run for run in runs), "packages install in the builder only"
+    # What the base's own Python brings for installing (python:3.11-slim: pip, setuptools,
+    # wheel) is removed, so the runtime image holds no package installer at all.
+    assert any("pip uninstall --yes --no-cache-dir setuptools wheel pip" in run for run in runs)
 
 
 def test_the_builder_installs_the_runtime_lock_with_hashes_and_nothing_else():
