@@ -134,7 +134,10 @@ def markdown(profile: dict) -> str:
         f"`{json.dumps(profile['settings'])}`) for {profile['seconds']} s while `wrk` drove "
         f"concurrency {CONCURRENCY} ({load['rps']:.0f} requests/s under the sampler, which "
         f"slows the worker). {profile['samples']} samples, each taken while a thread of the "
-        "worker held the GIL: the worker's Python work, not its waiting.",
+        "worker held the GIL: the worker's Python work, not its waiting. System calls made "
+        "while holding it count too: the batcher's leader waking each request it served (one "
+        "futex wake each, see docs/request-path.md) is most of `BatchingPredictor._lead`'s "
+        "share beyond the model call.",
         "",
         "| code running (leaf frame) | share of GIL-holding samples |",
         "| --- | ---: |",

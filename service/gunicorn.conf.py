@@ -28,19 +28,21 @@ except ValueError as error:
 # Public API port; $PORT is the convention of most platforms (and `make serve`).
 bind = [f"{SETTINGS.host}:{SETTINGS.port}"]
 
-# Each worker is a process with its own TensorFlow runtime and model copy. Measured at
-# concurrency 32 on 2 cores, batching on (docs/benchmarks.md, "Workers and threads"):
-# 2 workers beat 1 (whose Python is held to one core by its GIL) and 3.
+# Each worker is a process with its own LiteRT interpreters and model copy (about 80 MiB; no
+# TensorFlow). Measured at concurrency 32 on 2 cores (docs/benchmarks.md, "Workers and
+# threads"): 2 workers (1,414 and 1,381 requests/s in two rounds) beat 1, whose Python is held
+# to one core by its GIL (757 and 506), and 3 (1,217 and 1,101).
 workers = SETTINGS.workers
 
 # gthread: threads overlap request parsing with inference, and every request waiting in a
-# worker can join its next model call. 16 threads measured best (525 and 547 requests/s in two
-# rounds; 4, 8 and 32: 215 to 489); 16 lets up to 16 requests share a call and a slow client
-# holds one thread of many, not a whole worker.
+# worker can join its next model call. 16 threads (FMNIST_THREADS) measured the steadiest
+# (1,414 and 1,381 requests/s in two rounds; 8: 1,568 and 491; 4: 1,386 and 903; 32: 1,347 and
+# 1,178); 16 lets up to 16 requests share a call and a slow client holds one thread of many.
 worker_class = "gthread"
 threads = SETTINGS.threads
 
-# Kill a worker stuck longer than this; loading TensorFlow and the model takes a few seconds.
+# Kill a worker stuck longer than this; converting and loading the model takes a few seconds
+# (post_worker_init keeps notifying the master meanwhile).
 timeout = SETTINGS.timeout
 
 # Let in-flight requests finish on SIGTERM before workers exit.
@@ -49,7 +51,8 @@ graceful_timeout = SETTINGS.graceful_timeout
 # Keep-alive for clients and load balancers that reuse connections.
 keepalive = 5
 
-# Off: TensorFlow's thread pools do not survive fork, so each worker imports and loads it.
+# Off: each worker loads its model after the fork (interpreter and thread pools do not survive
+# one), and the master imports no app code.
 preload_app = False
 
 

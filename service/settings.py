@@ -80,7 +80,7 @@ class Settings:
     "savedmodel" (TensorFlow's signature); service/runtime.py, measured in docs/benchmarks.md."""
     tf_threads: int = 1
     """Threads of one model call (LiteRT's, or TensorFlow's intra- and inter-op pools) per
-    worker: with 2 workers on 2 cores, 1 each keeps them from competing (docs/benchmarks.md)."""
+    worker: with 2 workers on 2 cores, 1 measured faster than 2 (docs/benchmarks.md)."""
     warmup: bool = True
     """Run one inference after loading, so the first request pays no graph tracing."""
     batching: bool = True
