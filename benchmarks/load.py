@@ -232,13 +232,14 @@ def model_info(model_dir: Path) -> dict:
     }
 
 
-def model_alone(model_dir: Path, seconds: float = 3.0) -> dict:
-    """Images per second of each runtime in-process, one thread, at each batch size."""
+def model_alone(model_dir: Path, seconds: float = 3.0, runtimes: tuple[str, ...] = ()) -> dict:
+    """Images per second of each runtime (all, by default) in-process, one thread, at each
+    batch size."""
     from service.model import list_versions, load_version
     from service.runtime import RUNTIMES
 
     results: dict = {}
-    for runtime in RUNTIMES:
+    for runtime in runtimes or RUNTIMES:
         model = load_version(model_dir, list_versions(model_dir)[-1], runtime)
         results[runtime] = {}
         for batch in MODEL_BATCHES:

@@ -102,7 +102,7 @@ def model_cost(model_dir: Path) -> dict:
     """CPU ms per image of the model alone at batch 1 and 64 (LiteRT, one thread)."""
     from benchmarks.load import model_alone
 
-    alone = model_alone(model_dir)["litert"]
+    alone = model_alone(model_dir, runtimes=("litert",))["litert"]
     return {batch: alone[batch]["cpu_ms_per_image"] for batch in ("1", "64")}
 
 

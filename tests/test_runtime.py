@@ -15,6 +15,7 @@ from service.settings import Settings
 from tests.conftest import SHIPPED_MODEL_DIR
 from tests.idx import synthetic_images
 from tests.images import catalogue_photo, encode
+from tests.test_faults import worker_pids
 
 TOLERANCE = 1e-5
 
@@ -87,12 +88,6 @@ def test_the_app_serves_through_the_chosen_runtime(tiny_model_dir, kind):
         assert abs(sum(response.json["predictions"][0]["probabilities"].values()) - 1) < 1e-5
     finally:
         predictor.stop()
-
-
-def worker_pids(server) -> list[int]:  # noqa: ANN001 - a LiveServer
-    """The gunicorn master's children: its workers."""
-    master = server.process.pid
-    return [int(pid) for pid in open(f"/proc/{master}/task/{master}/children").read().split()]
 
 
 @pytest.mark.slow
