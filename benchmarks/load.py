@@ -26,6 +26,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.ablation import PARTS, environment  # noqa: E402
+
 CONCURRENCY = (1, 8, 32)
 IDLE_TICKS = 3  # clock ticks (1/100 s) the workers may use in half a second and count as idle
 MODEL_BATCHES = (1, 8, 32, 64)
@@ -270,6 +272,9 @@ SERVERS = (  # name, extra environment, app (None: the service, as `make serve` 
     ("service_savedmodel", {"FMNIST_RUNTIME": "savedmodel"}, None),
 )
 
+# The service without one part, then without all four (benchmarks/ablation.py), at c=32.
+WITHOUT = (("model",), ("decoding",), ("metrics",), ("access_log",), tuple(PARTS))
+
 SWEEP = [  # (workers, threads per worker, model threads per worker), the defaults otherwise
     {"FMNIST_WORKERS": w, "FMNIST_THREADS": t, "FMNIST_TF_THREADS": tf}
     for w, t, tf in (
@@ -302,6 +307,22 @@ def sweep(seconds: int, model_dir: Path, body_file: Path) -> list[dict]:
     return rows
 
 
+def without_parts(env: dict[str, str], body_file: Path, seconds: int, round_: int) -> dict:
+    """The service at concurrency 32 without each part in turn, then without all of them."""
+    measured = {}
+    for parts in WITHOUT:
+        name = "+".join(parts)
+        progress(f"round {round_}, service without {name}: starting gunicorn")
+        server = Server({**env, **environment(parts)})
+        try:
+            wrk(server.url, body_file, 8, 2)
+            measured[name] = wrk(server.url, body_file, 32, seconds)
+        finally:
+            server.stop()
+        progress(f"without {name}: {measured[name]['cpu_ms_per_request']:.2f} CPU ms per request")
+    return measured
+
+
 def run(seconds: int, model_dir: Path, settings: dict[str, str], with_sweep: bool) -> dict:
     """Every phase, side by side in one run."""
     body_file = Path(tempfile.mkdtemp(prefix="bench-body-")) / "body.bin"
@@ -332,6 +353,7 @@ def run(seconds: int, model_dir: Path, settings: dict[str, str], with_sweep: boo
                 measured[name]["worker_rss_after_mib"] = server.worker_rss_mib()
             finally:
                 server.stop()
+        measured["without"] = without_parts(env, body_file, seconds, round_)
         results["rounds"].append(measured)
     progress("model alone: loading")
     results["model_alone"] = model_alone(model_dir)
@@ -484,26 +506,46 @@ def against_targets(results: dict) -> list[str]:
 
 
 def cost_split(results: dict) -> list[str]:
-    """Where the CPU of a request goes at concurrency 32, by subtraction, for each round."""
+    """Where the CPU of a request goes at concurrency 32, part by part, in each round."""
+    names = ["+".join(parts) for parts in WITHOUT]
     lines = [
         "Where a request's CPU goes at concurrency 32: with both cores busy, requests/s is "
         "about 2 cores over the CPU time per request (server and `wrk` together), so 0.5x the "
-        "floor's throughput needs at most twice the floor's CPU per request. The model alone "
-        "costs the LiteRT figure at batch 8 (the batches that form at this load); the rest is "
-        "the service's own Python and what its threads lose to one another.",
+        "floor's throughput needs at most twice the floor's CPU per request. Each part's cost "
+        "is the service's CPU per request less that of the service started without the part "
+        "(benchmarks/ablation.py: the model call answering constants, every upload's decoding "
+        "and preprocessing done once, metric writes as no-ops, the access log off), in the "
+        "same round. `floor + model` is the least the service could cost with everything but "
+        "the model free.",
         "",
-        "| round | floor CPU ms | service CPU ms | of which the model | the rest | "
-        "budget for 0.5x the floor |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| round | floor | service | budget: 2x floor | "
+        + " | ".join(f"the {name.replace('_', ' ')}" for name in names[:-1])
+        + " | without all four | floor + model |",
+        "| ---: | " + " | ".join(["---:"] * (len(names) + 4)) + " |",
     ]
-    model = results["model_alone"]["litert"]["8"]["cpu_ms_per_image"]
     for round_, measured in enumerate(results["rounds"], 1):
         floor = measured["floor"]["levels"]["32"]["cpu_ms_per_request"]
         ours = measured["service"]["levels"]["32"]["cpu_ms_per_request"]
+        without = {name: measured["without"][name]["cpu_ms_per_request"] for name in names}
+        parts = [f"{ours - without[name]:.2f}" for name in names[:-1]]
         lines.append(
-            f"| {round_} | {floor:.2f} | {ours:.2f} | {model:.2f} | {ours - floor - model:.2f} "
-            f"| {2 * floor:.2f} |"
+            f"| {round_} | {floor:.2f} | {ours:.2f} | {2 * floor:.2f} | {' | '.join(parts)} | "
+            f"{without[names[-1]]:.2f} | {floor + ours - without['model']:.2f} |"
         )
+    lines += [
+        "",
+        "The service without each part, concurrency 32:",
+        "",
+        "| round | without | requests/s | p50 ms | p99 ms | non-2xx | CPU ms per request |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for round_, measured in enumerate(results["rounds"], 1):
+        for name in names:
+            r = measured["without"][name]
+            lines.append(
+                f"| {round_} | {name} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
+                f"{r['non_2xx'] + r['socket_errors']} | {r['cpu_ms_per_request']:.2f} |"
+            )
     return [*lines, ""]
 
 
