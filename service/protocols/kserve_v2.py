@@ -15,10 +15,18 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from service.contract import INFERENCE_REFUSALS, InferenceRequest, RequestInput, read
 from service.dataplane import dataplane
 from service.errors import (
+    Answer,
+    BatchTooLarge,
+    BodyTooLarge,
+    DeadlineExceeded,
     InvalidTensor,
     MalformedRequest,
+    ModelNotFound,
     ModelNotReady,
     ModelVersionNotFound,
+    Overloaded,
+    RequestTimeout,
+    RouteNotFound,
     UnsupportedMediaType,
 )
 from service.inputs import parse_json
@@ -35,6 +43,21 @@ HEADER_LENGTH = "Inference-Header-Content-Length"
 DATATYPES = {"UINT8": np.dtype("u1"), "FP32": np.dtype("<f4")}
 METADATA_DATATYPES = {"uint8": "UINT8", "float32": "FP32"}
 MAX_DIGITS = 18  # longer numbers are no version or length here (and int() refuses 4300+ digits)
+# What each route can answer besides 200, for service/openapi.py (with /versions/N, also
+# ModelVersionNotFound). Model readiness answers 400 while loading: the protocol's false.
+READY_ERRORS: tuple[Answer, ...] = (ModelNotFound, RouteNotFound)
+LOOKUP_ERRORS = (*READY_ERRORS, ModelNotReady)
+INFER_ERRORS = (
+    *LOOKUP_ERRORS,
+    MalformedRequest,
+    InvalidTensor,
+    RequestTimeout,
+    BodyTooLarge,
+    BatchTooLarge,
+    UnsupportedMediaType,
+    Overloaded,
+    DeadlineExceeded,
+)
 
 
 @v2.get("")
@@ -209,3 +232,16 @@ def inference_response(
     response = Response(header + data, content_type="application/octet-stream")
     response.headers[HEADER_LENGTH] = str(len(header))
     return response
+
+
+def binary_content(message: str) -> dict[str, Any]:
+    """The OpenAPI content of a body with binary tensor data: the JSON `message`, then bytes."""
+    return {
+        "schema": {
+            "type": "string",
+            "format": "binary",
+            "description": f"The binary tensor data extension: a JSON {message} of "
+            f"{HEADER_LENGTH} bytes, then the raw little-endian bytes of each tensor whose "
+            "parameters give `binary_data_size`.",
+        }
+    }

@@ -13,7 +13,21 @@ from werkzeug.routing import BaseConverter
 
 from service.contract import TF_PREDICT_REFUSALS, TfPredictRequest, read
 from service.dataplane import dataplane
-from service.errors import InvalidParameter, InvalidTensor, MalformedRequest, ModelVersionNotFound
+from service.errors import (
+    Answer,
+    BatchTooLarge,
+    BodyTooLarge,
+    DeadlineExceeded,
+    InvalidParameter,
+    InvalidTensor,
+    MalformedRequest,
+    ModelNotFound,
+    ModelNotReady,
+    ModelVersionNotFound,
+    Overloaded,
+    RequestTimeout,
+    RouteNotFound,
+)
 from service.inputs import parse_json
 from service.model import LoadedModel
 from service.protocols.tensors import nested_array, to_images
@@ -34,6 +48,20 @@ v1 = Blueprint("tf_serving", __name__, url_prefix="/v1/models")
 v1.record_once(lambda state: state.app.url_map.converters.setdefault("model_name", ModelName))
 
 OK = {"error_code": "OK", "error_message": ""}
+# What each route can answer besides 200, for service/openapi.py (with /versions/N, also
+# ModelVersionNotFound): the model lookup, then reading and running a predict request.
+LOOKUP_ERRORS: tuple[Answer, ...] = (ModelNotFound, RouteNotFound, ModelNotReady)
+PREDICT_ERRORS = (
+    *LOOKUP_ERRORS,
+    MalformedRequest,
+    InvalidParameter,
+    InvalidTensor,
+    RequestTimeout,
+    BodyTooLarge,
+    BatchTooLarge,
+    Overloaded,
+    DeadlineExceeded,
+)
 
 
 @v1.get("/<model_name:name>", defaults={"version": None})
