@@ -586,20 +586,25 @@ def read(model: type[Model], document: Any, refusals: Refusals, **names: Any) ->
 
 
 def refusal(error: Mapping[str, Any], refusals: Refusals, names: Mapping[str, Any]) -> ServiceError:
-    """The service error for one pydantic error: the entry of its longest field path.
+    """The service error for one pydantic error, formatted with its place and value."""
+    cls, message = refusals[refusal_key(error, refusals)]
+    indexes = [part for part in error["loc"] if isinstance(part, int)]
+    value = None if error["type"] == "missing" else error["input"]
+    return cls(message.format(*indexes, value=value, **names))
+
+
+def refusal_key(error: Mapping[str, Any], refusals: Refusals) -> tuple[tuple[str, ...], str | None]:
+    """The entry for an error: its longest field path, of its type or of any.
 
     Every table has an entry for the root, (), so some entry always answers.
     """
     path = tuple(part for part in error["loc"] if isinstance(part, str))
-    indexes = [part for part in error["loc"] if isinstance(part, int)]
-    value = None if error["type"] == "missing" else error["input"]
     keys = (
         (path[:length], kind)
         for length in range(len(path), -1, -1)
         for kind in (error["type"], None)
     )
-    cls, message = refusals[next(key for key in keys if key in refusals)]
-    return cls(message.format(*indexes, value=value, **names))
+    return next(key for key in keys if key in refusals)
 
 
 # --- The document ---
