@@ -52,8 +52,9 @@ NUM_CLASSES = 10  # Fashion-MNIST's; their names are in GET /v1/models/{name}
 BATCH_LIMIT = {"x-batch-limit": True}
 
 Model = TypeVar("Model", bound=BaseModel)
-# Where a refused field leads: (field path without list indexes, pydantic error type or None for
-# any) -> (the error class, its message, formatted with `value`, `index` and the caller's names).
+# Where a refused field leads: (its path without list indexes, pydantic's error type or None for
+# any) -> (the error class, its message; formatted with the list indexes as {0}, the refused
+# {value} and the names the caller gives).
 Refusals = Mapping[tuple[tuple[str, ...], str | None], tuple[type[ServiceError], str]]
 
 
