@@ -7,13 +7,16 @@ PORT ?= 8000
 DATA_DIR ?=
 TRAIN_ARGS ?=
 SOAK_ARGS ?=
+BENCH_BASELINE ?=
+JSON_PATHS_ARGS := $(if $(BENCH_BASELINE),--baseline $(BENCH_BASELINE))
 
 # The lock files pin every package, dependencies included, with hashes, for every platform
 # (environment markers): the same versions in .venv, in CI and in the image.
 LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --quiet \
 	--custom-compile-command "make lock"
 
-.PHONY: install lock serve train test lint fmt bench bench-mirror bench-path profile soak clean
+.PHONY: install lock serve train test lint fmt bench bench-json bench-mirror bench-path profile \
+	soak clean
 
 install: $(VENV)/.installed
 
@@ -40,9 +43,16 @@ train: install
 test: install
 	$(BIN)/python -m pytest
 
-# Load benchmark (needs wrk: apt-get install wrk); writes docs/benchmarks.md.
+# Load benchmark (needs wrk: apt-get install wrk); writes docs/benchmarks.md, then the JSON
+# paths' docs/json-paths.md (bench-json, below).
 bench: install
 	$(BIN)/python -m benchmarks.load --sweep
+	$(BIN)/python -m benchmarks.json_paths $(JSON_PATHS_ARGS)
+
+# /v2 infer and /predict with pixel arrays, batch 1 and 64; BENCH_BASELINE=REF also measures
+# that commit, side by side. Writes docs/json-paths.md.
+bench-json: install
+	$(BIN)/python -m benchmarks.json_paths $(JSON_PATHS_ARGS)
 
 # Mirror averaging's cost and accuracy, the shipped model against its bare network (needs
 # DATA_DIR, the Fashion-MNIST files, and wrk); writes docs/mirror-averaging.md.

@@ -33,6 +33,7 @@ IDLE_TICKS = 3  # clock ticks (1/100 s) the workers may use in half a second and
 MODEL_BATCHES = (1, 8, 32, 64)
 ROUNDS = 2  # the whole comparison twice: separately started servers differ by up to 30% here
 BOUNDARY = "benchmarkboundary7MA4YWxkTrZu0gW"
+MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"
 
 
 def progress(message: str) -> None:
@@ -72,7 +73,7 @@ def multipart_body(png: bytes) -> bytes:
 class Server:
     """A gunicorn process started the way `make serve` starts it (or with another app)."""
 
-    def __init__(self, env: dict[str, str], app: str | None = None) -> None:
+    def __init__(self, env: dict[str, str], app: str | None = None, root: Path = ROOT) -> None:
         self.port = free_port()
         self.metrics_dir = tempfile.mkdtemp(prefix="bench-metrics-")
         # A temporary directory of its own: no LiteRT conversion from an earlier start is
@@ -91,13 +92,13 @@ class Server:
             **env,
         }
         if app is None:
-            command = [str(ROOT / "bin" / "serve")]
+            command = [str(root / "bin" / "serve")]
         else:
             command = [sys.executable, "-m", "gunicorn", "-c", "service/gunicorn.conf.py", app]
         self.started = time.perf_counter()
         self.process = subprocess.Popen(
             command,
-            cwd=ROOT,
+            cwd=root,  # another checkout (benchmarks/json_paths.py's baseline) or this one
             env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -170,12 +171,14 @@ class Server:
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
 
 
-def wrk(url: str, body_file: Path, concurrency: int, seconds: int) -> dict:
+def wrk(
+    url: str, body_file: Path, concurrency: int, seconds: int, content_type: str = MULTIPART
+) -> dict:
     """Drive `url` with wrk at a fixed number of connections; return its JSON summary."""
     env = {
         **os.environ,
         "BODY_FILE": str(body_file),
-        "BODY_TYPE": f"multipart/form-data; boundary={BOUNDARY}",
+        "BODY_TYPE": content_type,
     }
     threads = min(concurrency, 2)
     command = [

@@ -136,6 +136,42 @@ class ModelNotReady(ServiceError):
     status, code = 503, "model_not_ready"
 
 
+class HTTPAnswer:
+    """An error Werkzeug answers by itself, named by http_error_code: documented, not raised."""
+
+    status = 500
+    code = "internal_error"
+
+
+class RouteNotFound(HTTPAnswer):
+    """No route matches the path: an unknown path, or a path value that does not fit its route."""
+
+    status, code = 404, "not_found"
+
+
+class MethodNotAllowed(HTTPAnswer):
+    """The route does not take this method (see the Allow header)."""
+
+    status, code = 405, "method_not_allowed"
+
+
+class InternalError(HTTPAnswer):
+    """An unexpected failure; it was logged, and the answer tells nothing more."""
+
+
+Answer = type[ServiceError] | type[HTTPAnswer]
+
+
+def error_codes() -> list[str]:
+    """Every stable code the service answers with: its errors' and Werkzeug's."""
+    found, pending = set(), [ServiceError, HTTPAnswer]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        found.add(cls.code)
+    return sorted(found - {ServiceError.code})
+
+
 def problem(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> Response:
     """Build an RFC 9457 problem-details response carrying our stable `code`."""
     body = {
@@ -197,4 +233,4 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def unexpected_error(error: Exception) -> Response:
         log.exception("unhandled error")
-        return error_response(500, "internal_error", "The server failed; the error was logged.")
+        return error_response(500, InternalError.code, "The server failed; the error was logged.")

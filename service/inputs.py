@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +11,7 @@ from flask import Request
 from werkzeug.datastructures import MultiDict
 
 from service import metrics
+from service.contract import PREDICT_REFUSALS, Base64Image, PredictRequest, read
 from service.deadline import Deadline
 from service.errors import (
     BatchTooLarge,
@@ -80,8 +79,6 @@ def read_images(
             f"Content-Type {mimetype or '(none)'} is not accepted; send multipart/form-data, "
             f"application/json or one of {', '.join(sorted(RAW_IMAGE_TYPES))}."
         )
-    if not items:
-        raise MalformedRequest("The request holds no image.")
     if len(items) > settings.max_batch:
         raise BatchTooLarge(f"{len(items)} images; the limit is {settings.max_batch} per request.")
     batch = []
@@ -129,24 +126,6 @@ def parse_json(body: bytes) -> Any:
 
 
 def _json_instances(body: bytes) -> list[bytes | list]:
-    """Parse {"instances": [...]} into image bytes (b64) and pixel arrays."""
-    document = parse_json(body)
-    if not isinstance(document, dict) or not isinstance(document.get("instances"), list):
-        raise MalformedRequest('The JSON body must be an object with an "instances" list.')
-    return [_json_instance(item, index) for index, item in enumerate(document["instances"])]
-
-
-def _json_instance(item: Any, index: int) -> bytes | list:
-    """Decode one instance: {"b64": "..."} or a nested list of pixels."""
-    if isinstance(item, dict):
-        if set(item) != {"b64"} or not isinstance(item["b64"], str):
-            raise MalformedRequest(f'instances[{index}] must be {{"b64": "<base64 image>"}}.')
-        try:
-            return base64.b64decode(item["b64"], validate=True)
-        except (binascii.Error, ValueError):
-            raise MalformedRequest(f"instances[{index}].b64 is not valid base64.") from None
-    if isinstance(item, list):
-        return item
-    raise MalformedRequest(
-        f'instances[{index}] must be {{"b64": ...}} or a 28x28 array of pixel values.'
-    )
+    """Parse {"instances": [...]} into image bytes (b64, decoded) and pixel arrays."""
+    request = read(PredictRequest, parse_json(body), PREDICT_REFUSALS)
+    return [item.b64 if isinstance(item, Base64Image) else item for item in request.instances]

@@ -14,7 +14,9 @@ from typing import Any, Literal
 
 import numpy as np
 from PIL import Image, ImageFile, ImageFilter, ImageOps, UnidentifiedImageError
+from pydantic import ValidationError
 
+from service.contract import PIXEL_ARRAY, SIZE
 from service.errors import (
     CorruptImage,
     ImageTooLarge,
@@ -24,7 +26,7 @@ from service.errors import (
     UnusableImage,
 )
 
-SIZE = 28
+OUT_OF_RANGE = frozenset({"greater_than_equal", "less_than_equal"})  # pydantic's error types
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 TRIM_TOLERANCE = round(0.05 * 255)  # the paper's "within 5% of the maximum intensity"
 LIGHT_BACKGROUND = 128  # border median at or above this means a light background
@@ -225,22 +227,20 @@ def _black_background(gray: np.ndarray) -> np.ndarray:
 def pixels_from_array(instance: Any) -> np.ndarray:
     """Validate a 28x28 (or 28x28x1) nested list of numbers 0 to 255; return uint8 pixels."""
     try:
-        pixels = np.asarray(instance, dtype=np.float64)
-    except (ValueError, TypeError, OverflowError):  # OverflowError: integers beyond float64
-        raise InvalidPixels("Pixel arrays must be 28 rows of 28 numbers.") from None
-    if pixels.shape == (SIZE, SIZE, 1):
-        pixels = pixels[..., 0]
-    if pixels.shape != (SIZE, SIZE):
-        raise InvalidPixels(f"Pixel arrays must be 28x28; got shape {list(pixels.shape)}.")
-    if not _only_numbers(instance) or not np.isfinite(pixels).all():
-        raise InvalidPixels("Pixel values must be finite numbers.")
-    if pixels.min() < 0 or pixels.max() > 255:
-        raise InvalidPixels("Pixel values must lie between 0 and 255.")
-    return np.rint(pixels).astype(np.uint8)
+        rows = PIXEL_ARRAY.validate_python(instance)
+    except ValidationError as error:
+        raise invalid_pixels(instance, error) from None
+    return np.rint(np.asarray(rows, dtype=np.float64).reshape(SIZE, SIZE)).astype(np.uint8)
 
 
-def _only_numbers(instance: Any) -> bool:
-    """Tell whether every leaf is a JSON number; NumPy would quietly take true or "7" too."""
-    if isinstance(instance, list):
-        return all(_only_numbers(item) for item in instance)
-    return isinstance(instance, int | float) and not isinstance(instance, bool)
+def invalid_pixels(instance: Any, error: ValidationError) -> InvalidPixels:
+    """Say what is wrong with a refused pixel array: its shape first, then its values."""
+    try:
+        shape = np.asarray(instance, dtype=np.float64).shape
+    except (ValueError, TypeError, OverflowError):  # ragged, or integers beyond float64
+        return InvalidPixels("Pixel arrays must be 28 rows of 28 numbers.")
+    if shape not in ((SIZE, SIZE), (SIZE, SIZE, 1)):
+        return InvalidPixels(f"Pixel arrays must be 28x28; got shape {list(shape)}.")
+    if any(detail["type"] not in OUT_OF_RANGE for detail in error.errors()):
+        return InvalidPixels("Pixel values must be finite numbers.")  # "7", true, null, 1e400
+    return InvalidPixels("Pixel values must lie between 0 and 255.")

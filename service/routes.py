@@ -15,7 +15,28 @@ from flask import Blueprint, Response, g, jsonify, request
 from PIL import Image
 
 from service.dataplane import dataplane
+from service.errors import (
+    Answer,
+    BatchTooLarge,
+    BodyTooLarge,
+    CorruptImage,
+    DeadlineExceeded,
+    ImageTooLarge,
+    InvalidParameter,
+    InvalidPixels,
+    MalformedRequest,
+    ModelNotReady,
+    NotAnImage,
+    Overloaded,
+    RequestTimeout,
+    UnsupportedImageFormat,
+    UnsupportedMediaType,
+    UnusableImage,
+)
 from service.inputs import (
+    IMAGE_FIELD,
+    INVERT_VALUES,
+    RAW_IMAGE_TYPES,
     PredictOptions,
     read_images,
     read_invert,
@@ -24,6 +45,25 @@ from service.inputs import (
 )
 
 api = Blueprint("api", __name__)
+
+# What each route can answer besides 200, for service/openapi.py: reading an upload, then (for
+# /predict) waiting for the model.
+UPLOAD_ERRORS: tuple[Answer, ...] = (
+    MalformedRequest,
+    InvalidParameter,
+    CorruptImage,
+    RequestTimeout,
+    BodyTooLarge,
+    ImageTooLarge,
+    BatchTooLarge,
+    UnsupportedMediaType,
+    NotAnImage,
+    UnsupportedImageFormat,
+    UnusableImage,
+    InvalidPixels,
+    DeadlineExceeded,
+)
+PREDICT_ERRORS = (*UPLOAD_ERRORS, ModelNotReady, Overloaded)
 
 
 @api.get("/healthz")
@@ -89,3 +129,25 @@ def _prediction(row: np.ndarray, class_names: list[str], options: PredictOptions
             for i in best
         ]
     return result
+
+
+def upload_content(max_images: int) -> dict[str, Any]:
+    """The OpenAPI content of an upload's forms that are not JSON: multipart files, raw images."""
+    file = {"type": "string", "format": "binary"}
+    files = {"type": "array", "items": file, "minItems": 1, "maxItems": max_images}
+    multipart = {
+        "type": "object",
+        "required": [IMAGE_FIELD],
+        "properties": {
+            IMAGE_FIELD: files if max_images > 1 else file,
+            "invert": {"type": "string", "enum": list(INVERT_VALUES)},
+        },
+    }
+    content: dict[str, Any] = {
+        "multipart/form-data": {
+            "schema": multipart,
+            "encoding": {IMAGE_FIELD: {"contentType": ", ".join(sorted(RAW_IMAGE_TYPES))}},
+        }
+    }
+    content.update({media: {"schema": file} for media in sorted(RAW_IMAGE_TYPES)})
+    return content

@@ -12,12 +12,21 @@ from typing import Any
 import numpy as np
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
+from service.contract import INFERENCE_REFUSALS, InferenceRequest, RequestInput, read
 from service.dataplane import dataplane
 from service.errors import (
+    Answer,
+    BatchTooLarge,
+    BodyTooLarge,
+    DeadlineExceeded,
     InvalidTensor,
     MalformedRequest,
+    ModelNotFound,
     ModelNotReady,
     ModelVersionNotFound,
+    Overloaded,
+    RequestTimeout,
+    RouteNotFound,
     UnsupportedMediaType,
 )
 from service.inputs import parse_json
@@ -33,8 +42,22 @@ PLATFORM = "tensorflow_savedmodel"  # Triton's name for a TensorFlow SavedModel
 HEADER_LENGTH = "Inference-Header-Content-Length"
 DATATYPES = {"UINT8": np.dtype("u1"), "FP32": np.dtype("<f4")}
 METADATA_DATATYPES = {"uint8": "UINT8", "float32": "FP32"}
-JSON_TYPES = {str: "a string", bool: "true or false", dict: "an object", list: "a list"}
 MAX_DIGITS = 18  # longer numbers are no version or length here (and int() refuses 4300+ digits)
+# What each route can answer besides 200, for service/openapi.py (with /versions/N, also
+# ModelVersionNotFound). Model readiness answers 400 while loading: the protocol's false.
+READY_ERRORS: tuple[Answer, ...] = (ModelNotFound, RouteNotFound)
+LOOKUP_ERRORS = (*READY_ERRORS, ModelNotReady)
+INFER_ERRORS = (
+    *LOOKUP_ERRORS,
+    MalformedRequest,
+    InvalidTensor,
+    RequestTimeout,
+    BodyTooLarge,
+    BatchTooLarge,
+    UnsupportedMediaType,
+    Overloaded,
+    DeadlineExceeded,
+)
 
 
 @v2.get("")
@@ -88,13 +111,12 @@ def infer(name: str, version: str | None) -> Response:
     plane = dataplane()
     model = plane.model(name, parse_version(version))
     deadline = plane.receive(request)
-    document, binary = read_body()
-    optional(document, "id", str)
-    images = read_images(document, binary, model, plane.settings.max_batch)
-    binary = binary_output(document, model.output_name)
+    inference, binary = read_body(model)
+    images = read_images(inference, binary, model, plane.settings.max_batch)
+    binary = binary_output(inference, model.output_name)
     g.images = len(images)
     probabilities = plane.infer(model, images, deadline)
-    return inference_response(document, model, probabilities, binary)
+    return inference_response(inference, model, probabilities, binary)
 
 
 def parse_version(text: str | None) -> int | None:
@@ -115,7 +137,7 @@ def tensor_metadata(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def read_body() -> tuple[dict[str, Any], bytes]:
+def read_body(model: LoadedModel) -> tuple[InferenceRequest, bytes]:
     """Split the received body into the JSON inference request and the binary data after it."""
     if request.content_encoding not in (None, "", "identity"):
         raise UnsupportedMediaType(f"Content-Encoding {request.content_encoding} is not accepted.")
@@ -132,83 +154,61 @@ def read_body() -> tuple[dict[str, Any], bytes]:
         length = int(header)
     else:
         raise MalformedRequest(f"{HEADER_LENGTH} must be a byte count within the body.")
-    document = parse_json(body[:length])
-    if not isinstance(document, dict) or not isinstance(document.get("inputs"), list):
-        raise MalformedRequest('The body must be an inference request with an "inputs" list.')
-    return document, body[length:]
+    names = {"input": model.input_name, "output": model.output_name}
+    inference = read(InferenceRequest, parse_json(body[:length]), INFERENCE_REFUSALS, **names)
+    return inference, body[length:]
 
 
 def read_images(
-    document: dict[str, Any], binary: bytes, model: LoadedModel, max_batch: int
+    inference: InferenceRequest, binary: bytes, model: LoadedModel, max_batch: int
 ) -> np.ndarray:
-    """Validate the one input tensor and return it as a uint8 batch [N, 28, 28]."""
-    inputs = document["inputs"]
-    if len(inputs) != 1 or not isinstance(inputs[0], dict):
-        raise InvalidTensor(f"Send exactly one input tensor, {model.input_name!r}.")
-    tensor = inputs[0]
-    if tensor.get("name") != model.input_name:
+    """Check the one input tensor and return it as a uint8 batch [N, 28, 28]."""
+    tensor = inference.inputs[0]
+    if tensor.name != model.input_name:
         raise InvalidTensor(
-            f"Unknown input {tensor.get('name')!r}; the model's input is {model.input_name!r}."
+            f"Unknown input {tensor.name!r}; the model's input is {model.input_name!r}."
         )
-    datatype = tensor.get("datatype")
-    if datatype not in DATATYPES:
-        raise InvalidTensor(f"Datatype {datatype!r} is not accepted; send UINT8 or FP32.")
-    shape = tensor.get("shape")
-    if not isinstance(shape, list) or not all(type(size) is int and size >= 0 for size in shape):
-        raise InvalidTensor("The input shape must be a list of non-negative integers.")
+    shape = tensor.shape
     image_count(tuple(shape), max_batch)
-    values = tensor_values(tensor, datatype, binary)
+    values = tensor_values(tensor, binary)
     if values.size != math.prod(shape):
         raise InvalidTensor(f"Shape {shape} needs {math.prod(shape)} values; got {values.size}.")
-    return to_images(values.reshape(shape), max_batch, integers=datatype == "UINT8")
+    return to_images(values.reshape(shape), max_batch, integers=tensor.datatype == "UINT8")
 
 
-def tensor_values(tensor: dict[str, Any], datatype: str, binary: bytes) -> np.ndarray:
+def tensor_values(tensor: RequestInput, binary: bytes) -> np.ndarray:
     """Read the tensor's values, flat: from its JSON "data" or from the binary data."""
-    parameters = optional(tensor, "parameters", dict) or {}
-    size = parameters.get("binary_data_size")
+    size = tensor.parameters.binary_data_size if tensor.parameters else None
     if size is None:
         if binary:
             raise InvalidTensor("Binary data follows the JSON, but no input has binary_data_size.")
-        if "data" not in tensor:
+        if "data" not in tensor.model_fields_set:
             raise InvalidTensor('The input has neither "data" nor a binary_data_size parameter.')
-        return flat_array(tensor["data"])
-    dtype = DATATYPES[datatype]
+        return flat_array(tensor.data)
+    dtype = DATATYPES[tensor.datatype]
     if size != len(binary) or len(binary) % dtype.itemsize:
         raise InvalidTensor(
-            f"binary_data_size is {size}, but {len(binary)} bytes of {datatype} data follow."
+            f"binary_data_size is {size}, but {len(binary)} bytes of {tensor.datatype} data follow."
         )
     return np.frombuffer(binary, dtype=dtype)
 
 
-def binary_output(document: dict[str, Any], output_name: str) -> bool:
+def binary_output(inference: InferenceRequest, output_name: str) -> bool:
     """Whether the probabilities go back as binary data, and check any requested outputs."""
-    parameters = optional(document, "parameters", dict) or {}
-    binary = optional(parameters, "binary_data_output", bool) is True
-    for output in optional(document, "outputs", list) or []:
-        if not isinstance(output, dict) or output.get("name") != output_name:
-            name = output.get("name") if isinstance(output, dict) else output
-            raise InvalidTensor(f"Unknown output {name!r}; the model's output is {output_name!r}.")
-        asked = optional(optional(output, "parameters", dict) or {}, "binary_data", bool)
+    binary = inference.parameters is not None and inference.parameters.binary_data_output is True
+    for output in inference.outputs or []:
+        if output.name != output_name:
+            raise InvalidTensor(
+                f"Unknown output {output.name!r}; the model's output is {output_name!r}."
+            )
+        asked = output.parameters.binary_data if output.parameters else None
         if asked is not None:
             binary = asked  # overrides binary_data_output
     return binary
 
 
-def optional(container: dict[str, Any], key: str, kind: type) -> Any:
-    """Return an optional member, None when absent or null; refuse one of another JSON type.
-
-    A silently ignored "binary_data": "true" would answer JSON to a client that asked for
-    binary data, and an echoed "id": 5 would break the protocol's response (id is a string).
-    """
-    value = container.get(key)
-    if value is not None and not isinstance(value, kind):
-        raise MalformedRequest(f'"{key}" must be {JSON_TYPES[kind]}.')
-    return value
-
-
 def inference_response(
-    document: dict[str, Any], model: LoadedModel, probabilities: np.ndarray, binary: bool
+    inference: InferenceRequest, model: LoadedModel, probabilities: np.ndarray, binary: bool
 ) -> Response:
     """Answer the probabilities as the FP32 output tensor [N, 10], in JSON or binary."""
     output: dict[str, Any] = {
@@ -220,8 +220,8 @@ def inference_response(
         "model_name": dataplane().settings.model_name,
         "model_version": str(model.version),
     }
-    if document.get("id") is not None:
-        body["id"] = document["id"]
+    if inference.id is not None:
+        body["id"] = inference.id
     body["outputs"] = [output]
     if not binary:
         output["data"] = probabilities.ravel().tolist()
@@ -232,3 +232,16 @@ def inference_response(
     response = Response(header + data, content_type="application/octet-stream")
     response.headers[HEADER_LENGTH] = str(len(header))
     return response
+
+
+def binary_content(message: str) -> dict[str, Any]:
+    """The OpenAPI content of a body with binary tensor data: the JSON `message`, then bytes."""
+    return {
+        "schema": {
+            "type": "string",
+            "format": "binary",
+            "description": f"The binary tensor data extension: a JSON {message} of "
+            f"{HEADER_LENGTH} bytes, then the raw little-endian bytes of each tensor whose "
+            "parameters give `binary_data_size`.",
+        }
+    }

@@ -3,47 +3,62 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
+from service.contract import TENSOR_VALUES
 from service.errors import BatchTooLarge, InvalidTensor
 from service.model import SIZE
 
 IMAGE_SHAPES = ((SIZE, SIZE), (SIZE, SIZE, 1))
 
 
-def flat_numbers(data: Any) -> list[int | float]:
-    """Flatten nested JSON lists of numbers in row-major order, refusing anything else.
-
-    Iterative, not recursive: nesting depth comes from the client.
-    """
-    flat: list[int | float] = []
-    pending = [data]
-    while pending:
-        item = pending.pop()
-        if isinstance(item, list):
-            pending.extend(reversed(item))
-        elif isinstance(item, int | float) and not isinstance(item, bool):
-            flat.append(item)
-        else:
-            raise InvalidTensor(f"Tensor data must be numbers; found {json.dumps(item)[:40]}.")
-    return flat
+def numbers(data: Any) -> Any:
+    """Check tensor data is a number or flat or nested lists of them (contract.TensorData)."""
+    try:
+        return TENSOR_VALUES.validate_python(data)
+    except ValidationError as error:
+        details = error.errors()
+    if any(detail["type"] == "recursion_depth_exceeded" for detail in details):
+        # Nested deeper than pydantic follows (255 levels): its numbers, in order, are checked.
+        numbers(list(_leaves(data)))
+        return data
+    # The first value that is not a list, in row-major order: the culprit itself.
+    found = next((d["input"] for d in details if not isinstance(d["input"], list)), data)
+    raise InvalidTensor(f"Tensor data must be numbers; found {json.dumps(found)[:40]}.")
 
 
 def flat_array(data: Any) -> np.ndarray:
-    """Read flat or nested JSON lists of numbers as one flat float64 array."""
+    """Read flat or nested JSON lists of numbers as one flat float64 array, in row-major order."""
+    values = numbers(data)
     try:
-        return np.array(flat_numbers(data), dtype=np.float64)
+        try:
+            return np.array(values, dtype=np.float64).ravel()
+        except ValueError:  # ragged nesting, taken as its values in order all the same
+            return np.array(list(_leaves(values)), dtype=np.float64)
     except OverflowError:
         raise InvalidTensor("Tensor data holds a number too large for any pixel.") from None
 
 
+def _leaves(values: Any) -> Iterator[Any]:
+    """The numbers of nested lists, in row-major order; iterative: nesting comes from clients."""
+    pending = [values]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, list):
+            pending.extend(reversed(item))
+        else:
+            yield item
+
+
 def nested_array(data: Any) -> np.ndarray:
     """Read a nested JSON list of numbers as a float64 array with its natural shape."""
-    flat_numbers(data)  # type check first: NumPy would quietly take true or "7"
+    values = numbers(data)  # first: NumPy would quietly take true or "7"
     try:
-        return np.asarray(data, dtype=np.float64)
+        return np.asarray(values, dtype=np.float64)
     except (ValueError, OverflowError):
         raise InvalidTensor("Tensor data must be a regular nested list of numbers.") from None
 

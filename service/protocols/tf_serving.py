@@ -11,8 +11,23 @@ from typing import Any
 from flask import Blueprint, Response, g, jsonify, request
 from werkzeug.routing import BaseConverter
 
+from service.contract import TF_PREDICT_REFUSALS, TfPredictRequest, read
 from service.dataplane import dataplane
-from service.errors import InvalidParameter, InvalidTensor, MalformedRequest, ModelVersionNotFound
+from service.errors import (
+    Answer,
+    BatchTooLarge,
+    BodyTooLarge,
+    DeadlineExceeded,
+    InvalidParameter,
+    InvalidTensor,
+    MalformedRequest,
+    ModelNotFound,
+    ModelNotReady,
+    ModelVersionNotFound,
+    Overloaded,
+    RequestTimeout,
+    RouteNotFound,
+)
 from service.inputs import parse_json
 from service.model import LoadedModel
 from service.protocols.tensors import nested_array, to_images
@@ -33,6 +48,20 @@ v1 = Blueprint("tf_serving", __name__, url_prefix="/v1/models")
 v1.record_once(lambda state: state.app.url_map.converters.setdefault("model_name", ModelName))
 
 OK = {"error_code": "OK", "error_message": ""}
+# What each route can answer besides 200, for service/openapi.py (with /versions/N, also
+# ModelVersionNotFound): the model lookup, then reading and running a predict request.
+LOOKUP_ERRORS: tuple[Answer, ...] = (ModelNotFound, RouteNotFound, ModelNotReady)
+PREDICT_ERRORS = (
+    *LOOKUP_ERRORS,
+    MalformedRequest,
+    InvalidParameter,
+    InvalidTensor,
+    RequestTimeout,
+    BodyTooLarge,
+    BatchTooLarge,
+    Overloaded,
+    DeadlineExceeded,
+)
 
 
 @v1.get("/<model_name:name>", defaults={"version": None})
@@ -111,19 +140,18 @@ def describe(model: LoadedModel) -> dict[str, Any]:
 
 def read_request(document: Any, model: LoadedModel) -> tuple[Any, bool]:
     """Return the input tensor's nested values, and whether the request was columnar."""
-    if not isinstance(document, dict) or ("instances" in document) == ("inputs" in document):
+    predict = read(TfPredictRequest, document, TF_PREDICT_REFUSALS, signature=model.signature_name)
+    sent = predict.model_fields_set
+    if ("instances" in sent) == ("inputs" in sent):
         raise MalformedRequest('The body must be a JSON object with "instances" or "inputs".')
-    signature = document.get("signature_name", model.signature_name)
+    signature = predict.signature_name if "signature_name" in sent else model.signature_name
     if signature != model.signature_name:
         raise InvalidParameter(
             f"Serving signature {signature!r} is not found; the model has {model.signature_name!r}."
         )
-    if "inputs" in document:
-        return named_value(document["inputs"], model.input_name), True
-    instances = document["instances"]
-    if not isinstance(instances, list):
-        raise MalformedRequest('"instances" must be a list, one item per image.')
-    return [named_value(item, model.input_name) for item in instances], False
+    if "inputs" in sent:
+        return named_value(predict.inputs, model.input_name), True
+    return [named_value(item, model.input_name) for item in predict.instances], False
 
 
 def named_value(value: Any, input_name: str) -> Any:
