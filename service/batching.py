@@ -66,9 +66,9 @@ class BatchingPredictor:
     woken only to find that it has nothing to do. A lone request therefore calls the model at
     once, with no hand-off between threads, and under load batches form while the model runs.
     The leader waits up to `max_wait` for batch-mates only when the previous batch held
-    several requests (the sign of concurrent load). A full queue refuses new work with 503
-    overloaded instead of growing latency, and a request that waits past its deadline leaves
-    the queue with 503 deadline_exceeded.
+    several requests (the sign of concurrent load), and is woken early only by a full batch.
+    A full queue refuses new work with 503 overloaded instead of growing latency, and a request
+    that waits past its deadline leaves the queue with 503 deadline_exceeded.
     """
 
     def __init__(self, predict: PredictFn, config: BatchingConfig) -> None:
@@ -77,6 +77,7 @@ class BatchingPredictor:
         self.max_wait = config.max_wait
         self.max_queue = config.max_queue
         self._pending: deque[_Item] = deque()
+        self._queued = 0  # images in _pending
         self._busy = False  # a leader is gathering or running a batch, or has been named
         self._under_load = False
         self._closed = False
@@ -98,9 +99,13 @@ class BatchingPredictor:
                     headers={"Retry-After": "1"},
                 )
             self._pending.append(item)
+            self._queued += len(images)
             lead = not self._busy
             self._busy = True
-            self._arrived.notify()
+            if self._queued >= self.max_batch:
+                # Only a full batch cuts a gathering leader's wait short: waking it for each
+                # arrival would hand the GIL to it and back for every request.
+                self._arrived.notify()
         if not lead:
             # released when served, or when handed the lead
             if not item.wake.acquire(timeout=timeout):
@@ -124,6 +129,7 @@ class BatchingPredictor:
                 return  # served or handed the lead just as the wait ended
             if item in self._pending:
                 self._pending.remove(item)
+                self._queued -= len(item.images)
                 raise DeadlineExceeded(
                     f"The request waited {timeout:.3g}s for the model, its time limit; "
                     "retry shortly.",
@@ -136,6 +142,7 @@ class BatchingPredictor:
         deadline = time.monotonic() + timeout
         with self._lock:
             self._closed = True
+            self._arrived.notify_all()  # a gathering leader runs what it has now
             while self._pending or self._busy:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -162,7 +169,7 @@ class BatchingPredictor:
         """Take queued items up to max_batch images (always the first), the lock held."""
         if self._under_load and self.max_wait > 0:
             deadline = time.perf_counter() + self.max_wait
-            while self._queued_images() < self.max_batch:
+            while self._queued < self.max_batch:
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0 or self._closed:
                     break
@@ -173,12 +180,9 @@ class BatchingPredictor:
             item = self._pending.popleft()
             batch.append(item)
             size += len(item.images)
+        self._queued -= size
         self._under_load = len(batch) > 1
         return batch
-
-    def _queued_images(self) -> int:
-        """Images waiting in the queue, the lock held."""
-        return sum(len(item.images) for item in self._pending)
 
     def _run(self, batch: list[_Item]) -> None:
         """Call the model once for the batch and hand each item its rows (or its error)."""

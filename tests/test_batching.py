@@ -253,7 +253,7 @@ def test_a_request_that_waits_past_its_timeout_leaves_the_queue_unserved():
         assert leader.result(5)[0, 0] == 1 and patient.result(5)[0, 0] == 3
     batcher.close()
     assert model.calls == [1, 1]  # the request that gave up never reached the model
-    assert not batcher._busy and not batcher._pending
+    assert not batcher._busy and not batcher._pending and batcher._queued == 0
 
 
 def numbered(number: int) -> np.ndarray:
@@ -286,7 +286,7 @@ def test_timeouts_racing_the_hand_off_never_strand_the_lead_or_half_serve_a_requ
     assert all(answer in (None, n) for n, answer in enumerate(answers))
     assert gave_up and len(gave_up) < 600  # both outcomes happened
     assert sorted(seen) == sorted(set(range(600)) - gave_up)  # served once, and only if answered
-    assert not batcher._busy and not batcher._pending
+    assert not batcher._busy and not batcher._pending and batcher._queued == 0
 
 
 FULL_BATCH = 64 * 28 * 28
@@ -394,4 +394,39 @@ def test_an_interrupted_retry_one_by_one_leaves_no_request_unanswered():
     assert not any(thread.is_alive() for thread in threads)
     assert outcomes == ["interrupted"] * 4  # none woke unfinished to return nothing
     batcher.close(timeout=5)
-    assert not batcher._busy and not batcher._pending
+    assert not batcher._busy and not batcher._pending and batcher._queued == 0
+
+
+def test_a_gathering_leader_runs_once_its_batch_is_full_and_counts_no_request_that_left():
+    gate = threading.Event()
+    model = RecordingModel(delay=gate)
+    batcher = BatchingPredictor(model, BatchingConfig(3, 0.5, 10))
+    with ThreadPoolExecutor(4) as pool:
+        # A batch of two requests puts the batcher under load: the next leader gathers.
+        first = pool.submit(batcher.predict, images_of(1))
+        wait_until_running(batcher)
+        pair = [pool.submit(batcher.predict, images_of(n)) for n in (2, 3)]
+        gate.set()
+        assert [f.result(5)[0, 0] for f in (first, *pair)] == [1, 2, 3]
+        # A full batch ends the gathering wait at once, long before max_wait.
+        started = time.perf_counter()
+        full = [pool.submit(batcher.predict, images_of(n)) for n in (4, 5, 6)]
+        assert [f.result(5)[0, 0] for f in full] == [4, 5, 6]
+        assert time.perf_counter() - started < 0.4
+        # A request that gave up while the leader gathered no longer counts toward a full
+        # batch: the leader waits out max_wait for the one that came after it.
+        started = time.perf_counter()
+        lone = pool.submit(batcher.predict, images_of(7))
+        for _ in range(500):
+            with batcher._lock:
+                if batcher._busy and len(batcher._pending) == 1:
+                    break
+            time.sleep(0.005)
+        with pytest.raises(DeadlineExceeded):
+            batcher.predict(images_of(8), 0.1)
+        late = pool.submit(batcher.predict, images_of(9))
+        assert lone.result(5)[0, 0] == 7 and late.result(5)[0, 0] == 9
+        assert time.perf_counter() - started >= 0.4
+    batcher.close()
+    assert model.calls == [1, 2, 3, 2]
+    assert not batcher._busy and not batcher._pending and batcher._queued == 0
