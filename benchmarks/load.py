@@ -1,6 +1,7 @@
 """Load benchmark for POST /predict: the service (its defaults, then without batching, then
 with the SavedModel runtime) beside a tutorial-style app and the HTTP floor (an app that only
-reads the upload), two rounds of the whole comparison, and the model alone in-process.
+reads the upload), and the service without each of its parts (benchmarks/ablation.py), two
+rounds of the whole comparison; then the model alone in-process.
 
 Run with `make bench`; it writes docs/benchmarks.json and docs/benchmarks.md.
 """
