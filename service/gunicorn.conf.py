@@ -31,14 +31,15 @@ bind = [f"{SETTINGS.host}:{SETTINGS.port}"]
 
 # Each worker is a process with its own LiteRT interpreters and model copy (about 80 MiB; no
 # TensorFlow). Measured at concurrency 32 on 2 cores (docs/benchmarks.md, "Workers and
-# threads"): 2 workers (1,414 and 1,381 requests/s in two rounds) beat 1, whose Python is held
-# to one core by its GIL (757 and 506), and 3 (1,217 and 1,101).
+# threads"): 2 workers (1,515 and 1,450 requests/s in two rounds) beat 1, whose Python is held
+# to one core by its GIL (707 and 648); 3 were level (1,458 and 1,558) for a third more memory.
 workers = SETTINGS.workers
 
 # gthread: threads overlap request parsing with inference, and every request waiting in a
-# worker can join its next model call. 16 threads (FMNIST_THREADS) measured the steadiest
-# (1,414 and 1,381 requests/s in two rounds; 8: 1,568 and 491; 4: 1,386 and 903; 32: 1,347 and
-# 1,178); 16 lets up to 16 requests share a call and a slow client holds one thread of many.
+# worker can join its next model call. 16 threads (FMNIST_THREADS) measured among the best and
+# the steadiest (1,515 and 1,450 requests/s in two rounds; 8: 1,622 and 1,448; 4: 600 and
+# 1,398; 32: 1,434 and 1,409); 16 lets up to 16 requests share a call and a slow client holds
+# one thread of many.
 worker_class = "gthread"
 threads = SETTINGS.threads
 
