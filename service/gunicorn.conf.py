@@ -148,14 +148,16 @@ class AccessLogBuffer(QueueHandler):
     def __init__(self, target: logging.StreamHandler) -> None:
         super().__init__(queue.SimpleQueue())
         self.target = target
-        self._closed = threading.Event()
+        self._stopping = threading.Event()
         self._flusher = threading.Thread(target=self._flush_periodically, daemon=True)
         self._flusher.start()
 
     def handle(self, record: logging.LogRecord) -> bool:
         """Enqueue the record without the handler lock: SimpleQueue.put is thread-safe."""
-        self.emit(record)
-        return True
+        passed = bool(self.filter(record))
+        if passed:
+            self.emit(record)
+        return passed
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         """The record itself."""
@@ -175,14 +177,14 @@ class AccessLogBuffer(QueueHandler):
 
     def close(self) -> None:
         """Stop the flushing thread and write what is left."""
-        self._closed.set()
+        self._stopping.set()
         self._flusher.join()
         self.flush()
         super().close()
 
     def _flush_periodically(self) -> None:
         """Write the waiting lines every FLUSH_INTERVAL seconds until closed."""
-        while not self._closed.wait(self.FLUSH_INTERVAL):
+        while not self._stopping.wait(self.FLUSH_INTERVAL):
             self.flush()
 
 
