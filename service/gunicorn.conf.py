@@ -165,15 +165,20 @@ class AccessLogBuffer(QueueHandler):
 
     def flush(self) -> None:
         """Write every waiting line in one write."""
-        lines = []
+        lines, record = [], None
         while True:
             try:  # logging.shutdown may flush at exit beside the flushing thread
-                lines.append(self.target.format(self.queue.get_nowait()) + "\n")
+                record = self.queue.get_nowait()
             except queue.Empty:
                 break
-        if lines:
+            lines.append(self.target.format(record) + "\n")
+        if record is None:
+            return
+        try:
             self.target.stream.write("".join(lines))
             self.target.stream.flush()
+        except Exception:  # noqa: BLE001 - as StreamHandler.emit: report, keep logging
+            self.handleError(record)
 
     def close(self) -> None:
         """Stop the flushing thread and write what is left."""

@@ -63,3 +63,30 @@ def test_the_handler_filters_still_apply(buffered):
     logger.info("a secret line")
     handler.flush()
     assert stream.getvalue() == "kept\n"
+
+
+class FlakyStream(io.StringIO):
+    """A stream whose first write fails, as a full disk or a closed pipe would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = False
+
+    def write(self, text: str) -> int:
+        if not self.failed:
+            self.failed = True
+            raise OSError("no space left on device")
+        return super().write(text)
+
+
+def test_a_failed_write_is_reported_and_later_lines_still_written(buffered, capsys):
+    logger, handler, _ = buffered
+    stream = handler.target.stream = FlakyStream()
+    logger.info("lost")
+    handler.flush()
+    logger.info("after")
+    deadline = time.monotonic() + 5
+    while "after" not in stream.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert stream.getvalue() == "after\n"
+    assert "no space left on device" in capsys.readouterr().err
