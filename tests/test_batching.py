@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -227,14 +228,19 @@ def concurrent_uploads_share_model_calls(live_server) -> None:  # noqa: ANN001 -
         assert probabilities == pytest.approx(results[index % 10], abs=1e-5)
 
 
-def wait_until_running(batcher: BatchingPredictor) -> None:
-    """Block until a leader has taken its batch out of the queue (it is in the model call)."""
+def wait_until(batcher: BatchingPredictor, state: Callable[[], bool], what: str) -> None:
+    """Block until `state()` holds, checked under the batcher's lock."""
     for _ in range(500):
         with batcher._lock:
-            if batcher._busy and not batcher._pending:
+            if state():
                 return
         time.sleep(0.01)
-    raise AssertionError("no batch started")
+    raise AssertionError(f"{what} never happened")
+
+
+def wait_until_running(batcher: BatchingPredictor) -> None:
+    """Block until a leader has taken its batch out of the queue (it is in the model call)."""
+    wait_until(batcher, lambda: batcher._busy and not batcher._pending, "a batch starting")
 
 
 def test_a_request_that_waits_past_its_timeout_leaves_the_queue_unserved():
@@ -417,11 +423,7 @@ def test_a_gathering_leader_runs_once_its_batch_is_full_and_counts_no_request_th
         # batch: the leader waits out max_wait for the one that came after it.
         started = time.perf_counter()
         lone = pool.submit(batcher.predict, images_of(7))
-        for _ in range(500):
-            with batcher._lock:
-                if batcher._busy and len(batcher._pending) == 1:
-                    break
-            time.sleep(0.005)
+        wait_until(batcher, lambda: batcher._busy and len(batcher._pending) == 1, "gathering")
         with pytest.raises(DeadlineExceeded):
             batcher.predict(images_of(8), 0.1)
         late = pool.submit(batcher.predict, images_of(9))
