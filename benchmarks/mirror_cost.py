@@ -3,8 +3,8 @@
 The shipped SavedModel averages the network's probabilities for each image and its mirror
 image. This rebuilds the bare network from the shipped weights (checking that averaging it
 over both views reproduces the shipped answers), exports it as a version of its own, and
-measures both side by side: test accuracy on the full test set, the model alone (LiteRT, one
-thread), and the service end to end at concurrency 1 and 32, two rounds.
+measures both side by side: test accuracy on the full test set, the model alone (the default
+runtime, one thread), and the service end to end at concurrency 1 and 32, two rounds.
 
 Run with `make bench-mirror DATA_DIR=../shared/data/fashion-mnist`; it writes
 docs/mirror-averaging.json and docs/mirror-averaging.md.
@@ -99,10 +99,11 @@ def test_accuracy(model_dir: Path, data_dir: Path) -> float:
 
 
 def model_cost(model_dir: Path) -> dict:
-    """CPU ms per image of the model alone at batch 1 and 64 (LiteRT, one thread)."""
+    """CPU ms per image of the model alone at batch 1 and 64 (the default runtime, one thread)."""
     from benchmarks.load import model_alone
+    from service.settings import DEFAULT_RUNTIME
 
-    alone = model_alone(model_dir, runtimes=("litert",))["litert"]
+    alone = model_alone(model_dir, runtimes=(DEFAULT_RUNTIME,))[DEFAULT_RUNTIME]
     return {batch: alone[batch]["cpu_ms_per_image"] for batch in ("1", "64")}
 
 

@@ -1,12 +1,15 @@
 """Convert one SavedModel version for LiteRT, in a process of its own.
 
-    python -m service.convert SAVED_MODEL_DIR OUTPUT_DIR SIGNATURE
+    python -m service.convert SAVED_MODEL_DIR OUTPUT_DIR SIGNATURE [int8]
 
 service/runtime.py runs this when a version loads, so that a worker serving with LiteRT never
 imports TensorFlow, which would hold about 550 MiB in every worker and add seconds to its
 start (docs/benchmarks.md). It writes, atomically (a temporary folder, then one rename),
 OUTPUT_DIR/model.tflite and OUTPUT_DIR/signature_def.json: the serving SignatureDef in
-protobuf's JSON mapping, which the /v1 metadata route shows.
+protobuf's JSON mapping, which the /v1 metadata route shows. With `int8` the weights are
+quantized to 8 bits (the converter's dynamic range quantization: no calibration data; LiteRT
+quantizes each image's activations on the fly, so an image's answer never depends on the other
+images of its batch).
 """
 
 from __future__ import annotations
@@ -34,11 +37,13 @@ def signature_def(saved_model_dir: Path, signature: str) -> dict[str, Any]:
     return MessageToDict(definition, preserving_proto_field_name=True)
 
 
-def convert(saved_model_dir: Path, output: Path, signature: str) -> None:
+def convert(saved_model_dir: Path, output: Path, signature: str, int8: bool = False) -> None:
     """Write the LiteRT flatbuffer and the SignatureDef of one version into `output`."""
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), [signature])
+    if int8:  # without a representative dataset, DEFAULT is dynamic range quantization
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
     flatbuffer = converter.convert()
     staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=output.parent))
     try:
@@ -54,13 +59,13 @@ def convert(saved_model_dir: Path, output: Path, signature: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """Parse the three arguments and convert; errors go to stderr, exit status 1."""
-    if len(argv) != 3:
+    """Parse the arguments and convert; errors go to stderr, exit status 1."""
+    if len(argv) not in (3, 4) or argv[3:] not in ([], ["int8"]):
         print(__doc__, file=sys.stderr)
         return 2
     saved_model_dir, output, signature = Path(argv[0]), Path(argv[1]), argv[2]
     try:
-        convert(saved_model_dir, output, signature)
+        convert(saved_model_dir, output, signature, int8=argv[3:] == ["int8"])
     except Exception as error:  # noqa: BLE001 - one line for the parent to report
         print(f"{type(error).__name__}: {error}", file=sys.stderr)
         return 1

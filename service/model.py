@@ -17,6 +17,7 @@ import numpy as np
 
 from service import metrics
 from service.runtime import Runtime, load_runtime
+from service.settings import DEFAULT_RUNTIME
 
 if TYPE_CHECKING:
     from service.batching import BatchingPredictor
@@ -101,7 +102,9 @@ def list_versions(model_dir: Path) -> list[int]:
     return sorted(version_folders(model_dir))
 
 
-def load_folder(path: Path, version: int, runtime: str = "litert", threads: int = 1) -> LoadedModel:
+def load_folder(
+    path: Path, version: int, runtime: str = DEFAULT_RUNTIME, threads: int = 1
+) -> LoadedModel:
     """Load one version folder's metadata and its serving signature into `runtime`."""
     started = time.perf_counter()
     metadata = json.loads((path / "metadata.json").read_text())
@@ -111,7 +114,7 @@ def load_folder(path: Path, version: int, runtime: str = "litert", threads: int 
 
 
 def load_version(
-    model_dir: Path, version: int, runtime: str = "litert", threads: int = 1
+    model_dir: Path, version: int, runtime: str = DEFAULT_RUNTIME, threads: int = 1
 ) -> LoadedModel:
     """Load one version's serving signature and metadata."""
     path = version_folders(model_dir).get(version, model_dir / str(version))

@@ -1,12 +1,16 @@
-"""How a loaded SavedModel version is run: LiteRT (the default) or TensorFlow's own signature.
+"""How a loaded SavedModel version is run: LiteRT, with int8 weights (the default) or float
+ones, or TensorFlow's own signature.
 
 The SavedModel stays the artifact that training writes and that the /v1 and /v2 metadata
-describe. The LiteRT runtime converts it when the version loads
-(`tf.lite.TFLiteConverter.from_saved_model`, in a child process: service/convert.py) and runs
+describe. The LiteRT runtimes convert it when the version loads
+(`tf.lite.TFLiteConverter.from_saved_model`, in a child process: service/convert.py) and run
 the result with LiteRT's interpreter and its XNNPACK kernels. For this model a call costs a
 fraction of the SavedModel signature's, whose Python call machinery weighs more than the
-network at small batches, and the worker never imports TensorFlow (docs/benchmarks.md). Both
-answer the same probabilities within 1e-5 (tests/test_runtime.py).
+network at small batches, and the worker never imports TensorFlow (docs/benchmarks.md).
+"litert" and "savedmodel" answer the same probabilities within 1e-5; "litert-int8" quantizes
+the weights to 8 bits, which cuts the network's cost by about two thirds and moves
+probabilities by a few hundredths at most, with the same test accuracy within 0.001
+(tests/test_runtime.py, tests/test_shipped_model.py).
 """
 
 from __future__ import annotations
@@ -67,7 +71,8 @@ class SavedModelRuntime:
 
 
 class LiteRTRuntime:
-    """The SavedModel converted to LiteRT at load, run by LiteRT's interpreter (XNNPACK).
+    """The SavedModel converted to LiteRT at load (`int8`: with 8-bit weights), run by LiteRT's
+    interpreter (XNNPACK).
 
     An interpreter serves one call at a time, so calls take one from a pool and give it
     back; the pool grows to the number of calls that ever ran at once (a worker's threads).
@@ -75,9 +80,16 @@ class LiteRTRuntime:
     """
 
     def __init__(
-        self, path: Path, signature: str, input_name: str, output_name: str, threads: int
+        self,
+        path: Path,
+        signature: str,
+        input_name: str,
+        output_name: str,
+        threads: int,
+        int8: bool = False,
     ) -> None:
-        folder = converted(path, signature)
+        folder = converted(path, signature, int8)
+        self.int8 = int8
         self._flatbuffer = (folder / convert.MODEL_FILE).read_bytes()
         self.signature_def = json.loads((folder / convert.SIGNATURE_FILE).read_text())
         self._signature, self._threads = signature, threads
@@ -135,9 +147,10 @@ class _Invocation:
 def load_runtime(
     kind: str, path: Path, signature: str, input_name: str, output_name: str, threads: int
 ) -> Runtime:
-    """Load a version folder for the runtime `kind` ("litert" or "savedmodel")."""
-    if kind == "litert":
-        return LiteRTRuntime(path, signature, input_name, output_name, threads)
+    """Load a version folder for the runtime `kind` (one of RUNTIMES)."""
+    if kind in ("litert", "litert-int8"):
+        int8 = kind == "litert-int8"
+        return LiteRTRuntime(path, signature, input_name, output_name, threads, int8)
     if kind == "savedmodel":
         return SavedModelRuntime(path, signature, input_name, output_name, threads)
     raise ValueError(f"unknown runtime {kind!r}; choose one of {', '.join(RUNTIMES)}")
@@ -154,15 +167,16 @@ def configure_threads(threads: int) -> None:
         log.info("TensorFlow thread pools already set; keeping them")
 
 
-def converted(path: Path, signature: str) -> Path:
+def converted(path: Path, signature: str, int8: bool = False) -> Path:
     """The folder of a version's LiteRT conversion, converting it in a child process if no
     worker has yet (conversions are kept by the content of the version folder)."""
     cache = conversion_cache()
-    folder = cache / content_key(path, signature)
+    folder = cache / (content_key(path, signature) + ("-int8" if int8 else ""))
     if (folder / convert.MODEL_FILE).is_file():
         return folder
     result = subprocess.run(
-        [sys.executable, "-m", "service.convert", str(path), str(folder), signature],
+        [sys.executable, "-m", "service.convert", str(path), str(folder), signature]
+        + (["int8"] if int8 else []),
         cwd=PROJECT_ROOT,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")},
         capture_output=True,

@@ -17,7 +17,8 @@ from typing import Any, NamedTuple, NoReturn
 ENV_PREFIX = "FMNIST_"
 # Platforms set these two without our prefix (PORT is the convention of most of them).
 UNPREFIXED = {"port": "PORT", "host": "HOST"}
-RUNTIMES = ("litert", "savedmodel")
+RUNTIMES = ("litert-int8", "litert", "savedmodel")
+DEFAULT_RUNTIME = "litert-int8"  # the fastest measured (docs/benchmarks.md)
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 # "latest", "all" or a comma list of integers: TensorFlow Serving's model version policy.
 MODEL_VERSIONS = re.compile(r"\s*(latest|all|[0-9]+(\s*,\s*[0-9]+)*)\s*", re.IGNORECASE)
@@ -75,9 +76,11 @@ class Settings:
     """Seconds a request that runs the model (or /preprocess) may take, upload and queueing
     included: 408 if the body is still arriving then, 503 deadline_exceeded if it is still
     being processed or waiting for the model (see docs/security.md)."""
-    runtime: str = "litert"
-    """What runs the SavedModel: "litert" (converted at load, run by LiteRT's interpreter) or
-    "savedmodel" (TensorFlow's signature); service/runtime.py, measured in docs/benchmarks.md."""
+    runtime: str = DEFAULT_RUNTIME
+    """What runs the SavedModel: "litert-int8" (converted at load with 8-bit weights, run by
+    LiteRT's interpreter), "litert" (converted with float weights: the SavedModel's answers
+    within 1e-5) or "savedmodel" (TensorFlow's signature); service/runtime.py, measured in
+    docs/benchmarks.md."""
     tf_threads: int = 1
     """Threads of one model call (LiteRT's, or TensorFlow's intra- and inter-op pools) per
     worker: with 2 workers on 2 cores, 1 measured faster than 2 (docs/benchmarks.md)."""

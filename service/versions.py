@@ -25,6 +25,7 @@ from service import metrics
 from service.batching import BatchingConfig, BatchingPredictor
 from service.errors import ModelNotReady, ModelVersionNotFound
 from service.model import VERSION_FOLDER, LoadedModel, load_folder, run_timed, version_folders
+from service.settings import DEFAULT_RUNTIME
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ class ModelVersions:
         *,
         name: str = "fashion_mnist",
         warmup: bool = True,
-        runtime: str = "litert",
+        runtime: str = DEFAULT_RUNTIME,
         tf_threads: int = 1,
         batching: BatchingConfig | None = None,
     ) -> None:

@@ -39,7 +39,7 @@ REFUSED = [
     ("FMNIST_METRICS_PORT", "0", "from 1 to 65535"),
     ("FMNIST_METRICS_PORT", "70000", "from 1 to 65535"),
     ("PORT", "0", "from 1 to 65535"),
-    ("FMNIST_RUNTIME", "onnx", "litert, savedmodel"),
+    ("FMNIST_RUNTIME", "onnx", "litert-int8, litert, savedmodel"),
     ("FMNIST_LOG_LEVEL", "loud", "debug, info, warning, error, critical"),
     ("FMNIST_MODEL_VERSIONS", "1;2", '"latest", "all"'),
     ("FMNIST_MODEL_NAME", "a/b", 'without "/"'),
