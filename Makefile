@@ -15,8 +15,8 @@ JSON_PATHS_ARGS := $(if $(BENCH_BASELINE),--baseline $(BENCH_BASELINE))
 LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --quiet \
 	--custom-compile-command "make lock"
 
-.PHONY: install lock serve train test lint fmt bench bench-json bench-mirror bench-path profile \
-	soak clean
+.PHONY: install lock serve train test lint fmt bench bench-json bench-mirror bench-runtimes bench-path \
+	profile soak clean
 
 install: $(VENV)/.installed
 
@@ -58,6 +58,11 @@ bench-json: install
 # DATA_DIR, the Fashion-MNIST files, and wrk); writes docs/mirror-averaging.md.
 bench-mirror: install
 	$(BIN)/python -m benchmarks.mirror_cost --data-dir $(DATA_DIR)
+
+# Each runtime's test accuracy, distance from the SavedModel's answers and cost (needs
+# DATA_DIR, the Fashion-MNIST files); writes docs/runtimes.md.
+bench-runtimes: install
+	$(BIN)/python -m benchmarks.runtimes --data-dir $(DATA_DIR)
 
 # Each step of one request in-process, beside what it replaced; writes docs/request-path.md.
 bench-path: install

@@ -1,7 +1,8 @@
 """Load benchmark for POST /predict: the service (its defaults, then without batching, then
-with the SavedModel runtime) beside a tutorial-style app and the HTTP floor (an app that only
-reads the upload), and the service without each of its parts (benchmarks/ablation.py), two
-rounds of the whole comparison; then the model alone in-process.
+with LiteRT's float weights, then with the SavedModel runtime) beside a tutorial-style app
+and the HTTP floor (an app that only reads the upload), and the service without each of its
+parts (benchmarks/ablation.py), two rounds of the whole comparison; then the model alone
+in-process.
 
 Run with `make bench`; it writes docs/benchmarks.json and docs/benchmarks.md.
 """
@@ -273,6 +274,7 @@ SERVERS = (  # name, extra environment, app (None: the service, as `make serve` 
     ("tutorial", {"FMNIST_THREADS": "4"}, "benchmarks.tutorial_app:create_app()"),
     ("service", {}, None),
     ("service_batching_off", {"FMNIST_BATCHING": "false"}, None),
+    ("service_litert_float", {"FMNIST_RUNTIME": "litert"}, None),
     ("service_savedmodel", {"FMNIST_RUNTIME": "savedmodel"}, None),
 )
 
@@ -384,9 +386,11 @@ def markdown(results: dict) -> str:
         "(benchmarks/floor_app.py) under the service's gunicorn layout; `tutorial` is a "
         "tutorial-style Flask app calling the SavedModel signature once per request with no "
         "validation, metrics or logging (benchmarks/tutorial_app.py), 2 workers of 4 threads; "
-        "`service` is `make serve` with its defaults; `service_batching_off` and "
-        "`service_savedmodel` change one setting (`FMNIST_BATCHING=false`, "
-        "`FMNIST_RUNTIME=savedmodel`). CPU ms per request: busy time of both cores (server and "
+        "`service` is `make serve` with its defaults (the `litert-int8` runtime); "
+        "`service_batching_off`, `service_litert_float` and `service_savedmodel` change one "
+        "setting (`FMNIST_BATCHING=false`, `FMNIST_RUNTIME=litert`, "
+        "`FMNIST_RUNTIME=savedmodel`: the last two answer the SavedModel's own probabilities, "
+        "the tutorial app's). CPU ms per request: busy time of both cores (server and "
         "`wrk` together) over answered requests.",
         "",
         "| round | server | concurrency | requests/s | p50 ms | p95 ms | p99 ms | non-2xx "
