@@ -524,7 +524,9 @@ def cost_split(results: dict) -> list[str]:
         "(benchmarks/ablation.py: the model call answering constants, every upload's decoding "
         "and preprocessing done once, metric writes as no-ops, the access log off), in the "
         "same round. `floor + model` is the least the service could cost with everything but "
-        "the model free.",
+        "the model free. The runs are about 20 s apart and this machine's speed drifts by up to "
+        "a third within minutes: a part's cost is only as exact as that, and a negative one "
+        "means the run without it was the slower.",
         "",
         "| round | floor | service | budget: 2x floor | "
         + " | ".join(f"the {name.replace('_', ' ')}" for name in names[:-1])
@@ -583,10 +585,15 @@ def main() -> None:
         sys.exit("wrk is not installed: apt-get install wrk")
     settings = {key: value for key, value in os.environ.items() if key.startswith("FMNIST_")}
     results = run(args.seconds, args.model_dir, settings, args.sweep)
-    args.output.mkdir(exist_ok=True)
-    (args.output / "benchmarks.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.output / "benchmarks.md").write_text(markdown(results))
-    progress(f"wrote {args.output / 'benchmarks.md'}")
+    write(results, args.output)
+
+
+def write(results: dict, output: Path) -> None:
+    """Write the JSON and Markdown reports (`python -c` can re-render a recorded JSON)."""
+    output.mkdir(exist_ok=True)
+    (output / "benchmarks.json").write_text(json.dumps(results, indent=2) + "\n")
+    (output / "benchmarks.md").write_text(markdown(results))
+    progress(f"wrote {output / 'benchmarks.md'}")
 
 
 if __name__ == "__main__":
