@@ -135,9 +135,10 @@ def markdown(profile: dict) -> str:
         f"concurrency {CONCURRENCY} ({load['rps']:.0f} requests/s under the sampler, which "
         f"slows the worker). {profile['samples']} samples, each taken while a thread of the "
         "worker held the GIL: the worker's Python work, not its waiting. System calls made "
-        "while holding it count too: the batcher's leader waking each request it served (one "
-        "futex wake each, see docs/request-path.md) is most of `BatchingPredictor._lead`'s "
-        "share beyond the model call.",
+        "while holding it count too, and more than their CPU time: the batcher's leader "
+        "waking each request it served (one futex wake each) is most of "
+        "`BatchingPredictor._lead`'s share beyond the model call, yet docs/request-path.md "
+        "measures a wake at a few microseconds, a small part of a request's CPU time.",
         "",
         "| code running (leaf frame) | share of GIL-holding samples |",
         "| --- | ---: |",

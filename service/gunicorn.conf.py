@@ -29,17 +29,17 @@ except ValueError as error:
 # Public API port; $PORT is the convention of most platforms (and `make serve`).
 bind = [f"{SETTINGS.host}:{SETTINGS.port}"]
 
-# Each worker is a process with its own LiteRT interpreters and model copy (about 80 MiB; no
+# Each worker is a process with its own LiteRT interpreters and model copy (about 85 MiB; no
 # TensorFlow). Measured at concurrency 32 on 2 cores (docs/benchmarks.md, "Workers and
-# threads"): 2 workers (1,515 and 1,450 requests/s in two rounds) beat 1, whose Python is held
-# to one core by its GIL (707 and 648); 3 were level (1,458 and 1,558) for a third more memory.
+# threads"): 2 workers (1,184 and 1,338 requests/s in two rounds) beat 1, whose Python is held
+# to one core by its GIL (444 and 596); 3 were level (1,205 and 1,278) for a third more memory.
 workers = SETTINGS.workers
 
 # gthread: threads overlap request parsing with inference, and every request waiting in a
-# worker can join its next model call. 16 threads (FMNIST_THREADS) measured among the best and
-# the steadiest (1,515 and 1,450 requests/s in two rounds; 8: 1,622 and 1,448; 4: 600 and
-# 1,398; 32: 1,434 and 1,409); 16 lets up to 16 requests share a call and a slow client holds
-# one thread of many.
+# worker can join its next model call. 16 threads (FMNIST_THREADS) measured among the best
+# (1,184 and 1,338 requests/s in two rounds; 8: 1,055 and 1,336; 4: 961 and 1,246; 32: 1,102
+# and 1,187); 16 lets up to 16 requests share a call and a slow client holds one thread of
+# many.
 worker_class = "gthread"
 threads = SETTINGS.threads
 

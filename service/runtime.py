@@ -8,9 +8,9 @@ the result with LiteRT's interpreter and its XNNPACK kernels. For this model a c
 fraction of the SavedModel signature's, whose Python call machinery weighs more than the
 network at small batches, and the worker never imports TensorFlow (docs/benchmarks.md).
 "litert" and "savedmodel" answer the same probabilities within 1e-5; "litert-int8" quantizes
-the weights to 8 bits, which cuts the network's cost by about two thirds and moves
-probabilities by a few hundredths at most, with the same test accuracy within 0.001
-(tests/test_runtime.py, tests/test_shipped_model.py).
+the weights to 8 bits, which cuts the network's cost per image to between a quarter and a
+third and moves probabilities by a few hundredths at most, with the same test accuracy within
+0.001 (docs/runtimes.md; tests/test_runtime.py, tests/test_shipped_model.py).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ ENV_PREFIX = "FMNIST_"
 # Platforms set these two without our prefix (PORT is the convention of most of them).
 UNPREFIXED = {"port": "PORT", "host": "HOST"}
 RUNTIMES = ("litert-int8", "litert", "savedmodel")
-DEFAULT_RUNTIME = "litert-int8"  # the fastest measured (docs/benchmarks.md)
+DEFAULT_RUNTIME = "litert-int8"  # the fastest measured at the accuracy floor (docs/runtimes.md)
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 # "latest", "all" or a comma list of integers: TensorFlow Serving's model version policy.
 MODEL_VERSIONS = re.compile(r"\s*(latest|all|[0-9]+(\s*,\s*[0-9]+)*)\s*", re.IGNORECASE)
@@ -83,7 +83,7 @@ class Settings:
     docs/benchmarks.md."""
     tf_threads: int = 1
     """Threads of one model call (LiteRT's, or TensorFlow's intra- and inter-op pools) per
-    worker: with 2 workers on 2 cores, 1 measured faster than 2 (docs/benchmarks.md)."""
+    worker: with 2 workers on 2 cores, 2 measured level with 1 (docs/benchmarks.md)."""
     warmup: bool = True
     """Run one inference after loading, so the first request pays no graph tracing."""
     batching: bool = True
