@@ -20,7 +20,7 @@ from tests.test_faults import worker_pids
 
 TOLERANCE = 1e-5
 # 8-bit weights move the shipped model's probabilities by at most 0.028 over the 10,000 test
-# images (docs/benchmarks.md); its accuracy: tests/test_shipped_model.py.
+# images (docs/runtimes.md); its accuracy: tests/test_shipped_model.py.
 INT8_TOLERANCE = 0.05
 FLOAT_RUNTIMES = tuple(kind for kind in RUNTIMES if not kind.endswith("int8"))
 
@@ -69,7 +69,7 @@ def test_every_runtime_gives_the_same_probabilities_and_class(
         tolerance = TOLERANCE if kind in FLOAT_RUNTIMES else INT8_TOLERANCE
         np.testing.assert_allclose(probabilities, reference, atol=tolerance, rtol=0, err_msg=kind)
         # The class can change only where the top two are closer than twice the tolerance:
-        # never for the image files (their margins are above 0.2), on a few noise images.
+        # never for the image files (their margins are above 0.2), only for some noise.
         decided = margins(reference) > 2 * tolerance
         assert decided[: min(batch, FILES)].all()
         same = probabilities.argmax(axis=1) == reference.argmax(axis=1)
