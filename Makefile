@@ -15,8 +15,8 @@ JSON_PATHS_ARGS := $(if $(BENCH_BASELINE),--baseline $(BENCH_BASELINE))
 LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --quiet \
 	--custom-compile-command "make lock"
 
-.PHONY: install lock serve train test lint fmt bench bench-json bench-mirror bench-runtimes bench-path \
-	profile soak clean
+.PHONY: install lock serve train test lint fmt bench bench-json bench-mirror bench-runtimes \
+	bench-path profile soak clean
 
 install: $(VENV)/.installed
 
