@@ -212,12 +212,14 @@ def metrics_rows() -> list[tuple[str, float, str, float | None]]:
 
 
 def model_rows() -> list[tuple[str, float, str, float | None]]:
-    """One LiteRT call at batch 1: the service's own invocation against SignatureRunner."""
+    """One LiteRT call at batch 1 (the default runtime): the service's own invocation against
+    SignatureRunner."""
     from service.model import list_versions, load_version
     from service.runtime import _Invocation
+    from service.settings import DEFAULT_RUNTIME
 
     model_dir = ROOT / "models" / "fashion_mnist"
-    model = load_version(model_dir, list_versions(model_dir)[-1], "litert")
+    model = load_version(model_dir, list_versions(model_dir)[-1], DEFAULT_RUNTIME)
     images = np.zeros((1, 28, 28), np.uint8)
     ours: _Invocation = model.runtime._new_runner()
     runner = model.runtime._new_runner().interpreter.get_signature_runner("serving_default")
@@ -229,7 +231,7 @@ def model_rows() -> list[tuple[str, float, str, float | None]]:
     names = model.class_names
     return [
         (
-            "LiteRT call, batch 1 (own invocation)",
+            f"LiteRT call, batch 1 ({DEFAULT_RUNTIME}, own invocation)",
             microseconds(lambda: ours(images), 2000),
             "SignatureRunner (before)",
             microseconds(lambda: runner(images=images), 2000),
@@ -287,7 +289,9 @@ def wake_rows() -> list[tuple[str, float, str, float | None]]:
 
 
 def request_rows() -> list[tuple[str, float, str, float | None]]:
-    """A whole multipart /predict through Flask's test client, against the floor app's."""
+    """A whole multipart /predict through Flask's test client, against the floor app's: from
+    one thread, from 16, and from 16 kept on one core (the GIL then never moves between
+    cores, so each thread finds the caches as the last one left them)."""
     from benchmarks import floor_app
     from service import create_app
 
@@ -296,15 +300,42 @@ def request_rows() -> list[tuple[str, float, str, float | None]]:
     assert app.extensions["versions"].wait_ready(120), app.extensions["versions"].error
     body, kind = multipart_body(sample_png()), f"multipart/form-data; boundary={BOUNDARY}"
     service, floor = app.test_client(), floor_app.create_app().test_client()
+
+    def predict() -> object:
+        return service.post("/predict", data=body, content_type=kind)
+
+    def upload() -> object:
+        return floor.post("/predict", data=body, content_type=kind)
+
     try:
-        return [
+        rows = [
             (
                 "whole /predict request (Flask test client)",
-                microseconds(lambda: service.post("/predict", data=body, content_type=kind), 500),
+                microseconds(predict, 500),
                 "the floor app's request",
-                microseconds(lambda: floor.post("/predict", data=body, content_type=kind), 500),
-            )
+                microseconds(upload, 500),
+            ),
+            (
+                "whole /predict request, CPU per request from 16 threads",
+                cpu_per_call(predict, 16),
+                "the floor app's, 16 threads",
+                cpu_per_call(upload, 16),
+            ),
         ]
+        cores = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {min(cores)})  # threads started from here inherit it
+        try:
+            rows.append(
+                (
+                    "whole /predict request, CPU per request from 16 threads on one core",
+                    cpu_per_call(predict, 16),
+                    "the floor app's, 16 threads on one core",
+                    cpu_per_call(upload, 16),
+                )
+            )
+        finally:
+            os.sched_setaffinity(0, cores)
+        return rows
     finally:
         app.extensions["versions"].stop()
 
