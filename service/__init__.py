@@ -13,11 +13,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from flask import Flask
 
-FORM_PARAMETER_PARTS = 8
-# Werkzeug also applies this limit to its multipart decoder's buffer, which takes 64 KiB
-# reads: at exactly 64 KiB, uploads of several files spanning many reads were refused 413.
-MAX_FORM_FIELD_BYTES = 128 * 1024
-
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Build the app: defaults, then FMNIST_* environment, then `config` overrides."""
@@ -37,10 +32,6 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     settings = Settings.from_env(**(config or {}))
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    # Werkzeug's multipart limits, set on purpose (413 above them): a form holds the images
-    # plus a few parameter fields, and its text fields (top_k, invert) are a few bytes.
-    app.config["MAX_FORM_PARTS"] = settings.max_batch + FORM_PARAMETER_PARTS
-    app.config["MAX_FORM_MEMORY_SIZE"] = MAX_FORM_FIELD_BYTES
     app.json.sort_keys = False  # keep probabilities in class order
     app.extensions["settings"] = settings
     versions = ModelVersions(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 from flask import Request, current_app
-from werkzeug.exceptions import RequestEntityTooLarge
 
 from service import metrics
 from service.deadline import Deadline
@@ -40,10 +39,10 @@ class DataPlane:
             )
         return self.versions.current(version)
 
-    def receive(self, request: Request, *, form: bool = False) -> Deadline:
-        """Start the request's deadline and read its whole body under it (multipart: parsed)."""
+    def receive(self, request: Request) -> Deadline:
+        """Start the request's deadline and read its whole body under it."""
         deadline = Deadline(self.settings.request_timeout)
-        receive_body(request, deadline, form)
+        receive_body(request, deadline)
         return deadline
 
     def infer(self, model: LoadedModel, images: np.ndarray, deadline: Deadline) -> np.ndarray:
@@ -66,24 +65,14 @@ def dataplane() -> DataPlane:
     return current_app.extensions["dataplane"]
 
 
-def receive_body(request: Request, deadline: Deadline, form: bool = False) -> None:
-    """Read the whole body now, giving up when the deadline passes (408).
+def receive_body(request: Request, deadline: Deadline) -> None:
+    """Read the whole body now, as bytes, giving up when the deadline passes (408).
 
-    `form` parses a multipart or urlencoded body into request.form and request.files, as
-    /predict needs; the protocol routes read the raw bytes, whatever the Content-Type says
-    (curl -d sends a form type with a JSON body).
+    Every route parses the bytes itself, whatever the Content-Type says (curl -d sends a form
+    type with a JSON body); /predict's multipart forms are parsed by service/inputs.py.
     """
     with deadline.reading_body(request.environ):
-        try:
-            request.get_data(parse_form_data=form)
-            # Werkzeug stops a chunked body at the size limit without an error; reading one
-            # byte more raises its 413 if the body went on past the limit.
-            request.stream.read(1)
-        except RequestEntityTooLarge:
-            # Too many multipart parts, or too long a text field: the rest of a body within
-            # the size limit is read, because gunicorn drains only 64 KiB of an unread body
-            # and then drops the connection, failing the client's next keep-alive request.
-            length, limit = request.content_length, request.max_content_length
-            if length is not None and limit is not None and length <= limit:
-                request.stream.exhaust()
-            raise
+        request.get_data()
+        # Werkzeug stops a chunked body at the size limit without an error; reading one
+        # byte more raises its 413 if the body went on past the limit.
+        request.stream.read(1)

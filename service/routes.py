@@ -38,6 +38,7 @@ from service.inputs import (
     INVERT_VALUES,
     RAW_IMAGE_TYPES,
     PredictOptions,
+    read_form,
     read_images,
     read_invert,
     read_options,
@@ -87,9 +88,10 @@ def predict() -> Response:
     """Classify one or more images from a multipart, raw-image or JSON request."""
     plane = dataplane()
     model = plane.model()  # 503 before reading a body while no version is loaded
-    deadline = plane.receive(request, form=True)
-    options = read_options(read_parameters(request), len(model.class_names))
-    images = read_images(request, plane.settings, options.invert, deadline)
+    deadline = plane.receive(request)
+    form = read_form(request, plane.settings.max_batch)
+    options = read_options(read_parameters(request, form), len(model.class_names))
+    images = read_images(request, form, plane.settings, options.invert, deadline)
     g.images = len(images)
     probabilities = plane.infer(model, images, deadline)
     return jsonify(
@@ -102,11 +104,12 @@ def predict() -> Response:
 def preprocess() -> Response:
     """Return, as a PNG, the 28x28 image /predict would give the model for this upload."""
     plane = dataplane()
-    deadline = plane.receive(request, form=True)
-    invert = read_invert(read_parameters(request))
+    deadline = plane.receive(request)
+    form = read_form(request, plane.settings.max_batch)
     # The same parsing as /predict, with a batch limit of one: one PNG answers one image.
     one_image = dataclasses.replace(plane.settings, max_batch=1)
-    images = read_images(request, one_image, invert, deadline)
+    invert = read_invert(read_parameters(request, form))
+    images = read_images(request, form, one_image, invert, deadline)
     g.images = len(images)
     buffer = io.BytesIO()
     Image.fromarray(images[0]).save(buffer, format="PNG")

@@ -25,6 +25,10 @@ DEFAULTS = Settings()
 PNG = encode(garment())
 JPEG = encode(garment(), "JPEG", quality=90)
 ZEROS = [[0] * 28] * 28
+MULTIPART_PNG = (
+    b'--zz\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n'
+    b"Content-Type: image/png\r\n\r\n" + PNG + b"\r\n--zz--\r\n"
+)
 
 
 def raw(data: bytes, content_type: str | None = "image/png") -> dict:
@@ -89,6 +93,21 @@ CASES = [
         "body_too_large",
     ),
     ("multipart_huge_text_field", upload(note="x" * 200_000), 413, "body_too_large"),
+    (
+        "multipart_without_closing_boundary",
+        raw(MULTIPART_PNG[: MULTIPART_PNG.rindex(b"--zz--")], "multipart/form-data; boundary=zz"),
+        400,
+        "malformed_request",
+    ),
+    (
+        "multipart_header_flood",
+        raw(
+            b"--zz\r\n" + b"X-Filler: 1\r\n" * 100 + MULTIPART_PNG[len(b"--zz\r\n") :],
+            "multipart/form-data; boundary=zz",
+        ),
+        413,
+        "body_too_large",
+    ),
     (
         "multipart_text_named_png",
         upload(("image", ("shirt.png", b"just text", "image/png"))),
@@ -378,6 +397,17 @@ def test_malformed_http_is_refused_by_gunicorn_before_the_app(live_server, reque
     assert 400 <= status < 500, answer[:200]
     assert answer.count(b"HTTP/1.1 ") == 1  # no second, smuggled response
     assert requests.get(live_server.url + "/readyz", timeout=5).status_code == 200
+
+
+def test_the_hand_built_multipart_body_the_table_breaks_is_itself_accepted(live_server):
+    response = requests.post(
+        live_server.url + "/predict",
+        data=MULTIPART_PNG,
+        headers={"Content-Type": "multipart/form-data; boundary=zz"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text[:300]
+    assert len(response.json()["predictions"]) == 1
 
 
 def test_server_stays_healthy_after_the_hostile_table(live_server):
