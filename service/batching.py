@@ -188,7 +188,7 @@ class BatchingPredictor:
         """Call the model once for the batch and hand each item its rows (or its error)."""
         started = time.perf_counter()
         for item in batch:
-            metrics.BATCH_QUEUE_SECONDS.observe(started - item.queued_at)
+            metrics.observe(metrics.BATCH_QUEUE_SECONDS, started - item.queued_at)
         try:
             self._run_batch(batch)
         except BaseException as error:

@@ -55,8 +55,8 @@ class DataPlane:
             # Waiting in the queue counts against the same deadline (503 deadline_exceeded).
             probabilities = batcher.predict(images, max(deadline.remaining(), 0.0))
         for row in probabilities:
-            metrics.PREDICTIONS.labels(model.class_names[int(row.argmax())]).inc()
-            metrics.CONFIDENCE.observe(float(row.max()))
+            metrics.add(metrics.PREDICTIONS, 1, model.class_names[int(row.argmax())])
+            metrics.observe(metrics.CONFIDENCE, float(row.max()))
         return probabilities
 
 

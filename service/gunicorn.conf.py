@@ -221,22 +221,27 @@ def post_worker_init(worker) -> None:  # noqa: ANN001 - gunicorn's Worker
     Workers share one listening socket: a restarted worker that accepted at once would answer
     503 model_not_ready while its siblings are ready. Notifying keeps the master's timeout off.
     """
-    versions = worker_versions(worker)
+    versions = worker_extension(worker, "versions")
     while versions is not None and not versions.wait_ready(1.0) and versions.error is None:
         worker.notify()
 
 
 def worker_exit(server, worker) -> None:  # noqa: ANN001 - gunicorn's Arbiter and Worker
-    """Serve whatever the worker's batching queues still hold, then write the last log lines."""
-    versions = worker_versions(worker)
+    """Serve whatever the worker's batching queues still hold, then write the last metric
+    updates and log lines."""
+    versions = worker_extension(worker, "versions")
     if versions is not None:
         versions.stop()
+    metric_buffer = worker_extension(worker, "metric_buffer")
+    if metric_buffer is not None:
+        metric_buffer.close()
     if getattr(worker, "access_log", None) is not None:
         worker.access_log.close()  # writes every held line before it returns
 
 
-def worker_versions(worker):  # noqa: ANN001, ANN201 - gunicorn's Worker; a ModelVersions
-    """The worker's ModelVersions; None before the app loaded, or for an app without a model
-    (the benchmark's HTTP-floor app shares this configuration)."""
+def worker_extension(worker, name: str):  # noqa: ANN001, ANN201 - gunicorn's Worker
+    """One of the worker's app extensions (its ModelVersions, its MetricBuffer); None before
+    the app loaded, or for an app without it (the benchmark's HTTP-floor app shares this
+    configuration)."""
     app = getattr(worker, "wsgi", None)
-    return getattr(app, "extensions", {}).get("versions")
+    return getattr(app, "extensions", {}).get(name)

@@ -153,11 +153,11 @@ def _preprocess(item: bytes | list, settings: Settings, invert: Invert) -> np.nd
     """Turn image bytes or a pixel array into model input, timing decoding and the rest apart."""
     if isinstance(item, bytes):
         # Timed even when decoding fails: refusing a bad file costs CPU time too.
-        with metrics.DECODE_LATENCY.time():
+        with metrics.Timed(metrics.DECODE_LATENCY):
             image = decode_image(item, settings.max_pixels, settings.max_aspect_ratio)
-        with metrics.PREPROCESS_LATENCY.time():
+        with metrics.Timed(metrics.PREPROCESS_LATENCY):
             return to_model_input(image, invert)
-    with metrics.PREPROCESS_LATENCY.time():
+    with metrics.Timed(metrics.PREPROCESS_LATENCY):
         return pixels_from_array(item)
 
 

@@ -32,7 +32,9 @@ def method_label(req: Request) -> str:
 
 
 def init_app(app: Flask) -> None:
-    """Register the hooks that time, count and log each request."""
+    """Register the hooks that time, count and log each request; start writing metrics."""
+    metrics.BUFFER.start()
+    app.extensions["metric_buffer"] = metrics.BUFFER
     app.before_request(_start)
     app.after_request(_finish)
     app.teardown_request(_leave)
@@ -43,7 +45,7 @@ def _start() -> None:
     g.started = time.perf_counter()
     g.request_id = request.headers.get("X-Request-ID") or secrets.token_hex(16)
     g.in_flight = True
-    metrics.IN_FLIGHT.inc()
+    metrics.add(metrics.IN_FLIGHT, 1)
 
 
 def _finish(response: Response) -> Response:
@@ -52,11 +54,11 @@ def _finish(response: Response) -> Response:
     req, state = request._get_current_object(), g._get_current_object()  # type: ignore[attr-defined]
     seconds = time.perf_counter() - getattr(state, "started", time.perf_counter())
     endpoint = endpoint_label(req)
-    metrics.REQUESTS.labels(endpoint, method_label(req), str(response.status_code)).inc()
-    metrics.REQUEST_LATENCY.labels(endpoint).observe(seconds)
+    metrics.add(metrics.REQUESTS, 1, endpoint, method_label(req), str(response.status_code))
+    metrics.observe(metrics.REQUEST_LATENCY, seconds, endpoint)
     code = getattr(state, "error_code", None)
     if code:
-        metrics.ERRORS.labels(code).inc()
+        metrics.add(metrics.ERRORS, 1, code)
     request_id = getattr(state, "request_id", "")
     response.headers["X-Request-ID"] = request_id
     if access_log.isEnabledFor(logging.INFO):  # the line is built only to be written
@@ -83,4 +85,4 @@ def _finish(response: Response) -> Response:
 def _leave(error: BaseException | None) -> None:
     """Leave the in-flight gauge, whatever happened."""
     if g.pop("in_flight", False):
-        metrics.IN_FLIGHT.dec()
+        metrics.add(metrics.IN_FLIGHT, -1)

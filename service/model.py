@@ -81,8 +81,8 @@ def run_timed(runtime: Runtime, images: np.ndarray) -> np.ndarray:
     """
     started = time.perf_counter()
     probabilities = runtime(images)
-    metrics.INFERENCE_LATENCY.observe(time.perf_counter() - started)
-    metrics.BATCH_SIZE.observe(len(images))
+    metrics.observe(metrics.INFERENCE_LATENCY, time.perf_counter() - started)
+    metrics.observe(metrics.BATCH_SIZE, len(images))
     return probabilities
 
 

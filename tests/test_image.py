@@ -19,6 +19,7 @@ import pytest
 import requests
 from PIL import Image
 
+from service.metrics import FLUSH_INTERVAL
 from service.model import list_versions, load_version
 from tests import container
 from tests.conftest import SHIPPED_MODEL_DIR, free_port, require_program
@@ -102,6 +103,7 @@ def test_predictions_equal_the_shipped_model_run_on_the_host(api):
 
 def test_metrics_are_on_their_own_port_only(api):
     predict(api, data=OTHER, headers={"Content-Type": "image/png"})
+    time.sleep(5 * FLUSH_INTERVAL)  # the worker writes its metric updates every FLUSH_INTERVAL
     metrics = requests.get(api.metrics_url, timeout=10)
     assert metrics.status_code == 200
     counted = [

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
 from service import metrics
@@ -38,7 +38,9 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 def sample(name: str, /, **labels: str) -> float:
-    """Read one sample of this process's registry (0 before its first observation)."""
+    """Read one sample of this process's registry (0 before its first observation), once the
+    queued metric updates are written."""
+    metrics.BUFFER.flush()
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
@@ -158,6 +160,39 @@ def test_in_flight_counts_the_request_being_handled(app):
     assert sample("fmnist_http_requests_in_flight") == before
 
 
+def test_the_buffer_writes_what_observing_and_counting_one_by_one_would():
+    registry = CollectorRegistry()
+    bounds = (0.1, 0.5, 1.0, 2.5)
+    direct = Histogram("direct", "observed one by one", ["k"], buckets=bounds, registry=registry)
+    buffered = Histogram("buffered", "through the buffer", ["k"], buckets=bounds, registry=registry)
+    counter = Counter("counted", "through the buffer", ["k"], registry=registry)
+    gauge = Gauge("level", "through the buffer", registry=registry)
+    values = [0.0, 0.1, 0.1000001, 0.5, 0.7, 1.0, 2.5, 2.6, 1e9, -3.0] * 3
+    buffer = metrics.MetricBuffer()
+    for index, value in enumerate(values):
+        label = ("even", "odd")[index % 2]
+        direct.labels(label).observe(value)
+        buffer.add(buffered, (label,), value)
+        buffer.add(counter, (label,), 2)
+        buffer.add(gauge, (), -1 if index % 3 == 0 else 1)
+    assert registry.get_sample_value("counted_total", {"k": "odd"}) is None  # not yet written
+
+    buffer.flush()
+
+    def histogram(name: str) -> dict[tuple, float]:
+        (family,) = (f for f in registry.collect() if f.name == name)
+        return {
+            (s.name.removeprefix(name), frozenset(s.labels.items())): s.value
+            for s in family.samples
+            if not s.name.endswith("_created")
+        }
+
+    assert histogram("buffered") == histogram("direct")
+    assert len(histogram("direct")) == 2 * (len(bounds) + 1 + 2)  # buckets, +Inf, count, sum
+    assert registry.get_sample_value("counted_total", {"k": "odd"}) == len(values)
+    assert registry.get_sample_value("level") == len(values) - 2 * (len(values) // 3)
+
+
 def test_a_model_load_sets_the_load_time_and_the_model_info(tiny_model_dir):
     from service import create_app
 
@@ -182,7 +217,9 @@ def test_bin_serve_empties_the_metrics_directory_of_metric_files_only(tmp_path):
 
 
 def scrape(server) -> Samples:
-    """Read the server's metrics port into {(sample name, labels): value}."""
+    """Read the server's metrics port into {(sample name, labels): value}, once every worker
+    has written the updates of the requests answered so far (every FLUSH_INTERVAL)."""
+    time.sleep(5 * metrics.FLUSH_INTERVAL)
     response = requests.get(server.metrics_url, timeout=10)
     assert response.status_code == 200
     return {
