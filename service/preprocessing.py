@@ -36,6 +36,11 @@ SHARPEN = ImageFilter.UnsharpMask(
 
 Invert = Literal["auto", "true", "false"]
 
+# Where Pillow's getexif() looks for an orientation: EXIF or XMP in `info` (JPEG, PNG, WebP,
+# GIF), or a TIFF's own tags. An image with none of them is upright and skips exif_transpose,
+# which costs a small PNG a quarter of its decoding (docs/request-path.md).
+ORIENTATION_SOURCES = frozenset({"exif", "Raw profile type exif", "XML:com.adobe.xmp", "xmp"})
+
 # Truncated files must fail loudly rather than decode as half-grey images.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
@@ -76,7 +81,8 @@ def decode_image(data: bytes, max_pixels: int, max_aspect_ratio: float) -> Image
         if getattr(image, "is_animated", False):
             raise UnusableImage("Animated images are not classified; send a single frame.")
         image.load()
-        ImageOps.exif_transpose(image, in_place=True)  # not a copy of every upright photo
+        if image.format == "TIFF" or not ORIENTATION_SOURCES.isdisjoint(image.info):
+            ImageOps.exif_transpose(image, in_place=True)  # not a copy of every upright photo
         return image
     except DECODE_ERRORS as error:
         raise CorruptImage(f"The {image.format} image cannot be decoded: {error}") from None
@@ -141,7 +147,9 @@ def to_grayscale(image: Image.Image) -> np.ndarray:
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         return _scale_high_depth(np.asarray(image))
     if image.mode == "L" and "transparency" not in image.info:
-        return np.asarray(image, dtype=np.uint8)  # already 8-bit grayscale: no converted copy
+        # Already 8-bit grayscale: its bytes as they are, without np.asarray's detour through
+        # the array interface.
+        return np.frombuffer(image.tobytes(), np.uint8).reshape(image.height, image.width)
     if image.mode == "LAB":  # Pillow converts LAB to nothing else; L is its lightness
         return np.asarray(image.getchannel("L"), dtype=np.uint8)
     if image.mode == "P":

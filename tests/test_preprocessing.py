@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from service import errors
 from service.preprocessing import (
@@ -57,14 +57,56 @@ def test_a_catalogue_photo_becomes_a_centred_light_on_black_28x28():
     assert abs((columns[0] + columns[-1]) / 2 - 13.5) <= 1.5  # centred
 
 
-def test_exif_orientation_is_honoured():
+ROTATED = Image.Exif()
+ROTATED[0x0112] = 6  # stored rotated: display needs a 90-degree clockwise turn
+ROTATED_XMP = (
+    '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+    'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description '
+    'xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>'
+)
+
+
+def png_text(key: str, text: str) -> PngImagePlugin.PngInfo:
+    """A PNG text chunk."""
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt(key, text)
+    return info
+
+
+RAW_EXIF = ROTATED.tobytes()
+# Every place Pillow reads an orientation from, in each format that carries it there.
+ORIENTED = {
+    "jpeg_exif": ("JPEG", {"exif": RAW_EXIF}),
+    "jpeg_xmp": ("JPEG", {"xmp": ROTATED_XMP.encode()}),
+    "png_exif_chunk": ("PNG", {"exif": RAW_EXIF}),
+    "png_xmp": ("PNG", {"pnginfo": png_text("XML:com.adobe.xmp", ROTATED_XMP)}),
+    "png_raw_profile": (
+        "PNG",
+        {
+            "pnginfo": png_text(
+                "Raw profile type exif", f"\nexif\n{len(RAW_EXIF):8}\n{RAW_EXIF.hex()}\n"
+            )
+        },
+    ),
+    "webp_exif": ("WEBP", {"exif": RAW_EXIF, "lossless": True}),
+    "webp_xmp": ("WEBP", {"xmp": ROTATED_XMP.encode(), "lossless": True}),
+    "tiff_tag": ("TIFF", {"tiffinfo": {0x0112: 6}}),
+}
+
+
+@pytest.mark.parametrize("case", ORIENTED)
+def test_an_orientation_is_honoured_wherever_the_file_carries_it(case):
     pixels = np.full((20, 60), 255, np.uint8)
     pixels[5:15, 5:30] = 0  # dark bar on the left half
-    exif = Image.Exif()
-    exif[0x0112] = 6  # stored rotated: display needs a 90-degree clockwise turn
-    data = encode(Image.fromarray(pixels).convert("RGB"), "JPEG", exif=exif.tobytes())
-    image = decode(data)
+    file_format, options = ORIENTED[case]
+    image = decode(encode(Image.fromarray(pixels).convert("RGB"), file_format, **options))
     assert image.size == (20, 60)
+
+
+@pytest.mark.parametrize("file_format", ["PNG", "JPEG", "WEBP", "TIFF", "GIF", "BMP"])
+def test_an_image_without_orientation_keeps_its_shape(file_format):
+    image = decode(encode(Image.fromarray(np.full((20, 60), 200, np.uint8)), file_format))
+    assert image.size == (60, 20)
 
 
 def test_transparency_is_flattened_onto_white():
