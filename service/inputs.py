@@ -52,7 +52,7 @@ class PredictOptions:
     invert: Invert = "auto"
 
 
-def read_options(values: MultiDict[str, str], num_classes: int) -> PredictOptions:
+def read_options(values: dict[str, str], num_classes: int) -> PredictOptions:
     """Validate the `top_k` and `invert` parameters (query string or form fields)."""
     top_k = values.get("top_k")
     # Compare spellings, not int(top_k): str.isdigit() takes "²", which int() refuses, and
@@ -62,7 +62,7 @@ def read_options(values: MultiDict[str, str], num_classes: int) -> PredictOption
     return PredictOptions(int(top_k) if top_k else None, read_invert(values))
 
 
-def read_invert(values: MultiDict[str, str]) -> Invert:
+def read_invert(values: dict[str, str]) -> Invert:
     """Validate the `invert` parameter, the one /predict and /preprocess share."""
     invert = values.get("invert", "auto").lower()
     if invert not in INVERT_VALUES:
@@ -70,13 +70,12 @@ def read_invert(values: MultiDict[str, str]) -> Invert:
     return invert  # type: ignore[return-value]
 
 
-def read_parameters(request: Request, form: Form) -> MultiDict[str, str]:
-    """Merge query-string and (for multipart uploads) form parameters; the query string's first."""
-    if not request.query_string:
-        return form.fields
-    merged = MultiDict(request.args)
-    merged.update(form.fields)
-    return merged
+def read_parameters(request: Request, form: Form) -> dict[str, str]:
+    """Each parameter's first value, from the query string, else from the (multipart) form."""
+    parameters = dict(form.fields.items())  # a MultiDict's items: each key's first value
+    if request.query_string:
+        parameters.update(request.args.items())
+    return parameters
 
 
 def read_form(request: Request, max_images: int) -> Form:

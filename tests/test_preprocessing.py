@@ -19,6 +19,7 @@ from service.preprocessing import (
     to_grayscale,
     to_model_input,
 )
+from tests import hostile
 from tests.images import catalogue_photo, encode, garment
 
 LIMITS = {"max_pixels": 25_000_000, "max_aspect_ratio": 20.0}
@@ -256,3 +257,16 @@ def test_refused_formats_are_named_without_running_their_parsers(monkeypatch):
     monkeypatch.setattr(PsdImagePlugin.PsdImageFile, "_open", parser_ran)
     with pytest.raises(errors.UnsupportedImageFormat, match="PSD"):
         decode(psd())
+
+
+@pytest.mark.parametrize(
+    ("width", "height"),
+    [
+        (10_000, 9_000),  # 90 megapixels: over Pillow's limit, where it only warns
+        (20_000, 10_000),  # 200 megapixels: over twice the limit, where Pillow raises
+    ],
+)
+def test_pillows_own_bomb_guard_refuses_even_under_a_raised_pixel_limit(width, height):
+    assert width * height > Image.MAX_IMAGE_PIXELS
+    with pytest.raises(errors.ImageTooLarge):
+        decode_image(hostile.png_declaring(width, height), 10**9, 20.0)
