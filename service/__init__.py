@@ -21,6 +21,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from service import errors, instrumentation
     from service.batching import BatchingConfig
     from service.dataplane import DataPlane
+    from service.jsonio import OrjsonProvider
     from service.openapi import openapi
     from service.page import page
     from service.protocols.kserve_v2 import v2
@@ -31,8 +32,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     settings = Settings.from_env(**(config or {}))
     app = Flask(__name__)
+    app.json = OrjsonProvider(app)  # keys in insertion order: probabilities in class order
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.json.sort_keys = False  # keep probabilities in class order
     app.extensions["settings"] = settings
     versions = ModelVersions(
         Path(settings.model_dir),  # a config override may give a string

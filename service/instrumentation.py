@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 import time
 
+import orjson
 from flask import Flask, Request, Response, g, request
 
 from service import metrics
@@ -43,7 +43,7 @@ def init_app(app: Flask) -> None:
 def _start() -> None:
     """Note the start time and request id; count the request as in flight."""
     g.started = time.perf_counter()
-    g.request_id = request.headers.get("X-Request-ID") or secrets.token_hex(16)
+    g.request_id = request.environ.get("HTTP_X_REQUEST_ID") or secrets.token_hex(16)
     g.in_flight = True
     metrics.add(metrics.IN_FLIGHT, 1)
 
@@ -52,18 +52,19 @@ def _finish(response: Response) -> Response:
     """Count and time the answered request, and write its access-log line."""
     # The proxies resolved once: each lookup through them costs about a microsecond.
     req, state = request._get_current_object(), g._get_current_object()  # type: ignore[attr-defined]
-    seconds = time.perf_counter() - getattr(state, "started", time.perf_counter())
+    # g.get, not getattr: g raises AttributeError for each missing name, which costs.
+    seconds = time.perf_counter() - state.get("started", time.perf_counter())
     endpoint = endpoint_label(req)
     metrics.add(metrics.REQUESTS, 1, endpoint, method_label(req), str(response.status_code))
     metrics.observe(metrics.REQUEST_LATENCY, seconds, endpoint)
-    code = getattr(state, "error_code", None)
+    code = state.get("error_code")
     if code:
         metrics.add(metrics.ERRORS, 1, code)
-    request_id = getattr(state, "request_id", "")
+    request_id = state.get("request_id", "")
     response.headers["X-Request-ID"] = request_id
     if access_log.isEnabledFor(logging.INFO):  # the line is built only to be written
         access_log.info(
-            json.dumps(
+            orjson.dumps(
                 {
                     "request_id": request_id or None,
                     "remote_addr": req.remote_addr,
@@ -74,10 +75,10 @@ def _finish(response: Response) -> Response:
                     "duration_ms": round(seconds * 1000, 3),
                     "request_bytes": req.content_length,
                     "response_bytes": response.calculate_content_length(),
-                    "images": getattr(state, "images", None),
+                    "images": state.get("images"),
                     "error_code": code,
                 }
-            )
+            ).decode()
         )
     return response
 

@@ -1,0 +1,28 @@
+"""The JSON provider: orjson's text reads back as what the standard library would write."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from service.jsonio import dump
+
+
+def test_floats_and_order_read_back_as_the_standard_librarys():
+    rng = np.random.default_rng(3)
+    probabilities = [float(p) for p in rng.dirichlet(np.ones(10)).astype(np.float32)]
+    answer = {
+        "model": {"name": "fashion_mnist", "version": 1},
+        "predictions": [{"label": "Sneaker", "confidence": max(probabilities)}],
+        "probabilities": dict(zip("jihgfedcba", probabilities + [1e-300, 5.9e-05], strict=False)),
+        "detail": "é,👕",  # non-ASCII stays text
+    }
+    text = dump(answer)
+    assert json.loads(text) == answer == json.loads(json.dumps(answer))
+    assert list(json.loads(text)["probabilities"]) == list("jihgfedcba")  # insertion order
+    assert b" " not in text and "é,👕".encode() in text  # compact; UTF-8, not escapes
+
+
+def test_integers_beyond_64_bits_are_written_too():
+    assert json.loads(dump({"n": 10**30, "m": [-(2**64)]})) == {"n": 10**30, "m": [-(2**64)]}
