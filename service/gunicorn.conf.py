@@ -29,6 +29,14 @@ except ValueError as error:
 # Public API port; $PORT is the convention of most platforms (and `make serve`).
 bind = [f"{SETTINGS.host}:{SETTINGS.port}"]
 
+# Each worker listens on a socket of its own (SO_REUSEPORT), and Linux spreads new connections
+# over them by a hash of their addresses. On one shared socket, whichever worker woke first
+# accepted them: a burst of kept-alive connections (a load balancer's pool, a benchmark's 32)
+# often all went to one worker, whose GIL held it to one core while the other core idled, at
+# half the throughput (docs/benchmarks.md, "Connections per worker"). Linux only: elsewhere
+# (macOS) the option lets every worker bind but does not spread connections.
+reuse_port = sys.platform == "linux"
+
 # Each worker is a process with its own LiteRT interpreters and model copy (about 85 MiB; no
 # TensorFlow). Measured at concurrency 32 on 2 cores (docs/benchmarks.md, "Workers and
 # threads"): 2 workers (1,184 and 1,338 requests/s in two rounds) beat 1, whose Python is held
