@@ -35,7 +35,7 @@ bind = [f"{SETTINGS.host}:{SETTINGS.port}"]
 # often all went to one worker, whose GIL held it to one core while the other core idled, at
 # half the throughput (docs/benchmarks.md, "Connections per worker"). Linux only: elsewhere
 # (macOS) the option lets every worker bind but does not spread connections.
-reuse_port = sys.platform == "linux"
+reuse_port = SETTINGS.reuse_port and sys.platform == "linux"
 
 # Each worker is a process with its own LiteRT interpreters and model copy (about 85 MiB; no
 # TensorFlow). Measured at concurrency 32 on 2 cores (docs/benchmarks.md, "Workers and

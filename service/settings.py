@@ -100,6 +100,9 @@ class Settings:
     """gunicorn worker processes (service/gunicorn.conf.py says why this many)."""
     threads: int = 16
     """Threads per gunicorn worker: the requests one worker holds at once."""
+    reuse_port: bool = True
+    """Each worker listens on a socket of its own (SO_REUSEPORT, Linux only), so that the kernel
+    spreads new connections over the workers (service/gunicorn.conf.py says why)."""
     timeout: int = 60
     """Seconds before gunicorn restarts a worker whose main loop is stuck (0: never)."""
     graceful_timeout: int = 30
