@@ -1,8 +1,14 @@
 """Load benchmark for POST /predict: the service (its defaults, then without batching, then
 with LiteRT's float weights, then with the SavedModel runtime) beside a tutorial-style app
 and the HTTP floor (an app that only reads the upload), and the service without each of its
-parts (benchmarks/ablation.py), two rounds of the whole comparison; then the model alone
-in-process.
+parts (benchmarks/ablation.py) or without its per-worker sockets, two rounds of the whole
+comparison; then the model alone in-process, and (--sweep) worker and thread counts.
+
+The servers of a phase are started one after another, each alone (its cold start), then
+loaded in turn: short slices of load move round-robin among them, so that every server of a
+comparison meets the same minutes of this machine, whose speed drifts by a third within
+minutes. A server's slices are added up: its requests over its seconds, its latency
+percentiles from the merged latencies of its slices.
 
 Run with `make bench`; it writes docs/benchmarks.json and docs/benchmarks.md.
 """
@@ -19,8 +25,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.ablation import PARTS, environment  # noqa: E402
 
 CONCURRENCY = (1, 8, 32)
+SLICES = 5  # slices of load per server and level, round-robin among a phase's servers
 IDLE_TICKS = 3  # clock ticks (1/100 s) the workers may use in half a second and count as idle
 MODEL_BATCHES = (1, 8, 32, 64)
 ROUNDS = 2  # the whole comparison twice: separately started servers differ by up to 30% here
@@ -156,6 +165,27 @@ class Server:
             total += int(fields[11]) + int(fields[12])
         return total
 
+    def connections_per_worker(self) -> list[int]:
+        """How many connected TCP sockets each worker holds now, fewest first."""
+        established = {
+            fields[9]
+            for table in ("/proc/net/tcp", "/proc/net/tcp6")
+            for fields in (line.split() for line in Path(table).read_text().splitlines()[1:])
+            if fields[3] == "01"  # ESTABLISHED
+        }
+        counts = []
+        for pid in self.worker_pids():
+            inodes = set()
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                try:
+                    target = os.readlink(fd)
+                except OSError:  # closed meanwhile
+                    continue
+                if target.startswith("socket:["):
+                    inodes.add(target[len("socket:[") : -1])
+            counts.append(len(inodes & established))
+        return sorted(counts)
+
     def worker_rss_mib(self) -> list[float]:
         """Resident memory of each worker process, in MiB."""
         sizes = []
@@ -174,9 +204,15 @@ class Server:
 
 
 def wrk(
-    url: str, body_file: Path, concurrency: int, seconds: int, content_type: str = MULTIPART
+    url: str,
+    body_file: Path,
+    concurrency: int,
+    seconds: float,
+    content_type: str = MULTIPART,
+    histogram: bool = False,
 ) -> dict:
-    """Drive `url` with wrk at a fixed number of connections; return its JSON summary."""
+    """Drive `url` with wrk at a fixed number of connections; return its JSON summary (with
+    `histogram`, every latency recorded and its count too)."""
     env = {
         **os.environ,
         "BODY_FILE": str(body_file),
@@ -187,7 +223,7 @@ def wrk(
         "wrk",
         f"-t{threads}",
         f"-c{concurrency}",
-        f"-d{seconds}s",
+        f"-d{seconds:g}s",
         "--timeout",
         "10s",
         "-s",
@@ -199,7 +235,10 @@ def wrk(
     busy = busy_cpu_seconds() - busy_before
     line = next(line for line in output.splitlines() if line.startswith("RESULT "))
     result = json.loads(line.removeprefix("RESULT "))
+    if not histogram:
+        del result["latency_us"]
     # CPU time of the whole machine (server and wrk) per answered request.
+    result["busy_cpu_s"] = round(busy, 3)
     result["cpu_ms_per_request"] = round(busy / max(result["requests"], 1) * 1000, 3)
     return result
 
@@ -211,19 +250,96 @@ def busy_cpu_seconds() -> float:
     return (sum(fields[:8]) - idle - iowait) / os.sysconf("SC_CLK_TCK")
 
 
-def load_levels(server: Server, body_file: Path, seconds: int, name: str) -> dict:
-    """Warm up, then measure each concurrency level."""
-    wrk(server.url, body_file, 8, 2)
-    results = {}
-    for concurrency in CONCURRENCY:
-        progress(f"{name}: concurrency {concurrency} for {seconds}s")
-        results[str(concurrency)] = wrk(server.url, body_file, concurrency, seconds)
+def start(servers: dict[str, tuple[dict[str, str], str | None]]) -> dict[str, Server]:
+    """Start each server alone, one after another (its cold start unshared), and warm it up."""
+    started: dict[str, Server] = {}
+    try:
+        for name, (env, app) in servers.items():
+            progress(f"starting {name}")
+            started[name] = Server(env, app)
+        body_file = Path(tempfile.mkdtemp(prefix="bench-warmup-")) / "body.bin"
+        body_file.write_bytes(multipart_body(sample_png()))
+        for server in started.values():
+            wrk(server.url, body_file, 8, 2)
+    except BaseException:
+        stop(started)
+        raise
+    return started
+
+
+def stop(servers: dict[str, Server]) -> None:
+    """Stop every server of a phase."""
+    for server in servers.values():
+        server.stop()
+
+
+def interleaved(
+    servers: dict[str, Server], body_file: Path, concurrency: int, seconds: int, label: str
+) -> dict[str, dict]:
+    """Load each server for `seconds` in SLICES slices, the slices round-robin among the
+    servers; each server's slices added up. At concurrency 32, each slice also counts the
+    connections every worker holds halfway through it."""
+    slices: dict[str, list[dict]] = {name: [] for name in servers}
+    for index in range(SLICES):
+        for name, server in servers.items():
+            held: list[list[int]] = []
+            watch = connection_count(server, seconds / SLICES / 2, held)
+            if concurrency == max(CONCURRENCY):
+                watch.start()
+            result = wrk(server.url, body_file, concurrency, seconds / SLICES, histogram=True)
+            if watch.ident is not None:  # started
+                watch.join()
+            result["connections_per_worker"] = held[0] if held else None
+            slices[name].append(result)
         progress(
-            f"{name}: c={concurrency} {results[str(concurrency)]['rps']:.0f} req/s, "
-            f"p99 {results[str(concurrency)]['p99_ms']:.1f} ms, "
-            f"{results[str(concurrency)]['cpu_ms_per_request']:.2f} CPU ms per request"
+            f"{label}, concurrency {concurrency}, slice {index + 1} of {SLICES}: "
+            + ", ".join(f"{name} {parts[-1]['rps']:.0f}" for name, parts in slices.items())
+            + " req/s"
         )
-    return results
+    return {name: combine(parts) for name, parts in slices.items()}
+
+
+def connection_count(server: Server, delay: float, into: list[list[int]]) -> threading.Timer:
+    """A timer that, once started, adds the server's connections per worker to `into` after
+    `delay` seconds."""
+    return threading.Timer(delay, lambda: into.append(server.connections_per_worker()))
+
+
+def combine(parts: list[dict]) -> dict:
+    """One server's slices as one run: requests over seconds, percentiles of all latencies."""
+    requests = sum(part["requests"] for part in parts)
+    seconds = sum(part["seconds"] for part in parts)
+    latencies: Counter[int] = Counter()
+    for part in parts:
+        for microseconds, count in part["latency_us"]:
+            latencies[microseconds] += count
+    busy = sum(part["busy_cpu_s"] for part in parts)
+    combined = {
+        "requests": requests,
+        "seconds": round(seconds, 3),
+        "rps": round(requests / seconds, 1),
+        **{f"p{p}_ms": percentile(latencies, p) for p in (50, 95, 99)},
+        "non_2xx": sum(part["non_2xx"] for part in parts),
+        "socket_errors": sum(part["socket_errors"] for part in parts),
+        "cpu_ms_per_request": round(busy / max(requests, 1) * 1000, 3),
+        "slices_rps": [part["rps"] for part in parts],
+    }
+    held = [part["connections_per_worker"] for part in parts if part["connections_per_worker"]]
+    if held:
+        combined["connections_per_worker"] = held
+    return combined
+
+
+def percentile(latencies: Counter[int], p: float) -> float:
+    """The p-th percentile, in milliseconds, of latencies counted by microsecond value (as
+    wrk's own: the least value with at least p percent of the samples at or below it)."""
+    target = sum(latencies.values()) * p / 100
+    seen = 0
+    for microseconds in sorted(latencies):
+        seen += latencies[microseconds]
+        if seen >= target:
+            return microseconds / 1000
+    return 0.0
 
 
 def model_info(model_dir: Path) -> dict:
@@ -280,6 +396,8 @@ SERVERS = (  # name, extra environment, app (None: the service, as `make serve` 
 
 # The service without one part, then without all four (benchmarks/ablation.py), at c=32.
 WITHOUT = (("model",), ("decoding",), ("metrics",), ("access_log",), tuple(PARTS))
+# ... and on one listening socket that every worker accepts from, as gunicorn's default is.
+SHARED_SOCKET = "service_shared_socket"
 
 SWEEP = [  # (workers, threads per worker, model threads per worker), the defaults otherwise
     {"FMNIST_WORKERS": w, "FMNIST_THREADS": t, "FMNIST_TF_THREADS": tf}
@@ -296,37 +414,39 @@ SWEEP = [  # (workers, threads per worker, model threads per worker), the defaul
 SWEEP_ROUNDS = 2  # each choice is started twice: runs of one setting differ by up to 30% here
 
 
+def sweep_name(choice: dict[str, str]) -> str:
+    """A sweep choice's name: workers x threads, model threads."""
+    return (
+        f"{choice['FMNIST_WORKERS']}x{choice['FMNIST_THREADS']}, "
+        f"{choice['FMNIST_TF_THREADS']} model threads"
+    )
+
+
 def sweep(seconds: int, model_dir: Path, body_file: Path) -> list[dict]:
-    """Measure worker, thread and TensorFlow-thread choices at concurrency 32."""
+    """Measure worker, thread and model-thread choices at concurrency 32, interleaved."""
     rows = []
     for round_ in range(1, SWEEP_ROUNDS + 1):
-        for choice in SWEEP:
-            progress(f"sweep round {round_}: {choice}")
-            env = {"FMNIST_MODEL_DIR": str(model_dir), "FMNIST_BATCHING": "true", **choice}
-            server = Server(env)
-            try:
-                wrk(server.url, body_file, 8, 2)
-                rows.append({**choice, "round": round_, **wrk(server.url, body_file, 32, seconds)})
-            finally:
-                server.stop()
-            progress(f"sweep: {rows[-1]['rps']:.0f} req/s, p99 {rows[-1]['p99_ms']:.1f} ms")
+        env = {"FMNIST_MODEL_DIR": str(model_dir), "FMNIST_BATCHING": "true"}
+        servers = start({sweep_name(c): ({**env, **c}, None) for c in SWEEP})
+        try:
+            measured = interleaved(servers, body_file, 32, seconds, f"sweep round {round_}")
+        finally:
+            stop(servers)
+        rows += [{**c, "round": round_, **measured[sweep_name(c)]} for c in SWEEP]
     return rows
 
 
 def without_parts(env: dict[str, str], body_file: Path, seconds: int, round_: int) -> dict:
-    """The service at concurrency 32 without each part in turn, then without all of them."""
-    measured = {}
-    for parts in WITHOUT:
-        name = "+".join(parts)
-        progress(f"round {round_}, service without {name}: starting gunicorn")
-        server = Server({**env, **environment(parts)})
-        try:
-            wrk(server.url, body_file, 8, 2)
-            measured[name] = wrk(server.url, body_file, 32, seconds)
-        finally:
-            server.stop()
-        progress(f"without {name}: {measured[name]['cpu_ms_per_request']:.2f} CPU ms per request")
-    return measured
+    """The service at concurrency 32 beside the floor and itself without each part in turn,
+    without all of them, and on one shared listening socket."""
+    servers = {"floor": (env, "benchmarks.floor_app:create_app()"), "service": (env, None)}
+    servers.update({"+".join(parts): ({**env, **environment(parts)}, None) for parts in WITHOUT})
+    servers[SHARED_SOCKET] = ({**env, "FMNIST_REUSE_PORT": "false"}, None)
+    started = start(servers)
+    try:
+        return interleaved(started, body_file, 32, seconds, f"round {round_}, without parts")
+    finally:
+        stop(started)
 
 
 def run(seconds: int, model_dir: Path, settings: dict[str, str], with_sweep: bool) -> dict:
@@ -342,23 +462,30 @@ def run(seconds: int, model_dir: Path, settings: dict[str, str], with_sweep: boo
         },
         "settings": settings,
         "seconds_per_level": seconds,
+        "slices": SLICES,
         "model": model_info(model_dir),
         "rounds": [],
     }
     for round_ in range(1, ROUNDS + 1):
-        measured: dict = {}
-        for name, extra, app in SERVERS:
-            progress(f"round {round_}, {name}: starting gunicorn")
-            server = Server({**env, **extra}, app)
-            try:
-                measured[name] = {
+        servers = start({name: ({**env, **extra}, app) for name, extra, app in SERVERS})
+        try:
+            measured: dict = {
+                name: {
                     "cold_start_s": round(server.cold_start, 2),
                     "worker_rss_mib": server.worker_rss_mib(),
-                    "levels": load_levels(server, body_file, seconds, f"round {round_}, {name}"),
+                    "levels": {},
                 }
+                for name, server in servers.items()
+            }
+            for concurrency in CONCURRENCY:
+                label = f"round {round_}"
+                levels = interleaved(servers, body_file, concurrency, seconds, label)
+                for name, result in levels.items():
+                    measured[name]["levels"][str(concurrency)] = result
+            for name, server in servers.items():
                 measured[name]["worker_rss_after_mib"] = server.worker_rss_mib()
-            finally:
-                server.stop()
+        finally:
+            stop(servers)
         measured["without"] = without_parts(env, body_file, seconds, round_)
         results["rounds"].append(measured)
     progress("model alone: loading")
@@ -375,14 +502,24 @@ def markdown(results: dict) -> str:
         "",
         f"Measured by `make bench` (`benchmarks/load.py`) on {results['machine']['cores']} cores "
         f"({results['machine']['processor']}), Python {results['machine']['python']}; "
-        f"{results['seconds_per_level']} s per level with `wrk`, single-image multipart uploads "
-        "of a 28x28 PNG to `POST /predict`, load generator on the same machine.",
+        f"{results['seconds_per_level']} s per server and level with `wrk`, single-image "
+        "multipart uploads of a 28x28 PNG to `POST /predict`, load generator on the same "
+        "machine.",
+        "",
+        "How: in each round the servers of a table are started one after another, each alone "
+        "(for its cold start), then loaded in turn, in "
+        f"{results['slices']} slices of {results['seconds_per_level'] / results['slices']:g} s "
+        "per server and level that go round-robin among them: this machine's speed drifts by "
+        "a third within minutes, and a comparison of servers measured minutes apart measured "
+        "the drift as much as the servers. Each server's slices are added up: its requests over "
+        "its seconds, its percentiles from the merged latencies of all its slices; `slices` "
+        "gives the spread of the slices' own requests/s.",
         "",
         f"Settings: `{json.dumps(results['settings'])}`.",
         "",
         describe_model(results["model"]),
         "",
-        "Servers, each started anew in each round: `floor` reads the upload and answers "
+        "Servers, started anew in each round: `floor` reads the upload and answers "
         "(benchmarks/floor_app.py) under the service's gunicorn layout; `tutorial` is a "
         "tutorial-style Flask app calling the SavedModel signature once per request with no "
         "validation, metrics or logging (benchmarks/tutorial_app.py), 2 workers of 4 threads; "
@@ -393,17 +530,17 @@ def markdown(results: dict) -> str:
         "the tutorial app's). CPU ms per request: busy time of both cores (server and "
         "`wrk` together) over answered requests.",
         "",
-        "| round | server | concurrency | requests/s | p50 ms | p95 ms | p99 ms | non-2xx "
-        "| socket errors | CPU ms per request |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| round | server | concurrency | requests/s | slices req/s | p50 ms | p95 ms | p99 ms "
+        "| non-2xx | socket errors | CPU ms per request |",
+        "| ---: | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for round_, measured in enumerate(results["rounds"], 1):
         for name, _, _ in SERVERS:
             for level, r in measured[name]["levels"].items():
                 lines.append(
-                    f"| {round_} | {name} | {level} | {r['rps']:.0f} | {r['p50_ms']:.2f} | "
-                    f"{r['p95_ms']:.2f} | {r['p99_ms']:.2f} | {r['non_2xx']} | "
-                    f"{r['socket_errors']} | {r['cpu_ms_per_request']:.2f} |"
+                    f"| {round_} | {name} | {level} | {r['rps']:.0f} | {spread(r)} | "
+                    f"{r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['p99_ms']:.2f} | "
+                    f"{r['non_2xx']} | {r['socket_errors']} | {r['cpu_ms_per_request']:.2f} |"
                 )
     lines += [
         "",
@@ -439,15 +576,20 @@ def markdown(results: dict) -> str:
     return "\n".join(lines + against_targets(results) + profile_section())
 
 
+def spread(result: dict) -> str:
+    """The lowest and highest of a result's slices, in requests/s."""
+    return f"{min(result['slices_rps']):.0f} to {max(result['slices_rps']):.0f}"
+
+
 def sweep_markdown(rows: list[dict]) -> list[str]:
     """The table of worker, thread and model-thread choices."""
     lines = [
         "",
         "## Workers and threads (the service's defaults otherwise, concurrency 32)",
         "",
-        "Each choice was started and measured twice (rounds 1 and 2), to show how much runs "
-        "of one setting differ on this machine. Model threads: `FMNIST_TF_THREADS`, the "
-        "threads of one LiteRT call.",
+        "The choices of a round were started together and loaded in turn, as above; each "
+        "round started them anew. Model threads: `FMNIST_TF_THREADS`, the threads of one "
+        "LiteRT call.",
         "",
         "| workers | threads per worker | model threads | round | requests/s | p50 ms | "
         "p99 ms | non-2xx | CPU ms per request |",
@@ -522,11 +664,11 @@ def cost_split(results: dict) -> list[str]:
         "floor's throughput needs at most twice the floor's CPU per request. Each part's cost "
         "is the service's CPU per request less that of the service started without the part "
         "(benchmarks/ablation.py: the model call answering constants, every upload's decoding "
-        "and preprocessing done once, metric writes as no-ops, the access log off), in the "
-        "same round. `floor + model` is the least the service could cost with everything but "
-        "the model free. The runs are about 20 s apart and this machine's speed drifts by up to "
-        "a third within minutes: a part's cost is only as exact as that, and a negative one "
-        "means the run without it was the slower.",
+        "and preprocessing done once, metric writes as no-ops, the access log off), all of "
+        "them, the floor and the service started together and loaded in turn in each round. "
+        "`floor + model` is the least the service could cost with everything but the model "
+        "free. A part's cost is only as exact as the machine is steady within a round: a "
+        "negative one means the run without it was the slower.",
         "",
         "| round | floor | service | budget: 2x floor | "
         + " | ".join(f"the {name.replace('_', ' ')}" for name in names[:-1])
@@ -534,8 +676,8 @@ def cost_split(results: dict) -> list[str]:
         "| ---: | " + " | ".join(["---:"] * (len(names) + 4)) + " |",
     ]
     for round_, measured in enumerate(results["rounds"], 1):
-        floor = measured["floor"]["levels"]["32"]["cpu_ms_per_request"]
-        ours = measured["service"]["levels"]["32"]["cpu_ms_per_request"]
+        floor = measured["without"]["floor"]["cpu_ms_per_request"]
+        ours = measured["without"]["service"]["cpu_ms_per_request"]
         without = {name: measured["without"][name]["cpu_ms_per_request"] for name in names}
         parts = [f"{ours - without[name]:.2f}" for name in names[:-1]]
         lines.append(
@@ -544,18 +686,47 @@ def cost_split(results: dict) -> list[str]:
         )
     lines += [
         "",
-        "The service without each part, concurrency 32:",
+        "The floor, the service and the service without each part, concurrency 32:",
         "",
-        "| round | without | requests/s | p50 ms | p99 ms | non-2xx | CPU ms per request |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| round | server | requests/s | slices req/s | p50 ms | p99 ms | non-2xx | "
+        "CPU ms per request |",
+        "| ---: | --- | ---: | --- | ---: | ---: | ---: | ---: |",
     ]
     for round_, measured in enumerate(results["rounds"], 1):
-        for name in names:
-            r = measured["without"][name]
+        for name in ["floor", "service", *(f"without {name}" for name in names)]:
+            r = measured["without"][name.removeprefix("without ")]
             lines.append(
-                f"| {round_} | {name} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
-                f"{r['non_2xx'] + r['socket_errors']} | {r['cpu_ms_per_request']:.2f} |"
+                f"| {round_} | {name} | {r['rps']:.0f} | {spread(r)} | {r['p50_ms']:.2f} | "
+                f"{r['p99_ms']:.2f} | {r['non_2xx'] + r['socket_errors']} | "
+                f"{r['cpu_ms_per_request']:.2f} |"
             )
+    return [*lines, "", *connections_section(results)]
+
+
+def connections_section(results: dict) -> list[str]:
+    """How the service's kept-alive connections spread over its workers, with and without a
+    listening socket per worker."""
+    lines = [
+        "## Connections per worker",
+        "",
+        "Each of the service's workers listens on a socket of its own (`FMNIST_REUSE_PORT`, "
+        "SO_REUSEPORT), and the kernel spreads new connections over them. "
+        f"`{SHARED_SOCKET}` is the service with `FMNIST_REUSE_PORT=false`: one socket for all "
+        "workers, gunicorn's default, where whichever worker wakes first accepts. Each slice "
+        "opens wrk's 32 connections anew and keeps them open; halfway through it, the "
+        "connections each worker held were counted (fewest first). A worker's Python runs on "
+        "one core at a time (its GIL), so a worker left with few connections leaves a core idle.",
+        "",
+        "| round | server | requests/s | slices req/s | connections per worker, each slice |",
+        "| ---: | --- | ---: | --- | --- |",
+    ]
+    for round_, measured in enumerate(results["rounds"], 1):
+        for name in ("service", SHARED_SOCKET):
+            r = measured["without"][name]
+            held = "; ".join(
+                "/".join(str(n) for n in slice_) for slice_ in r.get("connections_per_worker", [])
+            )
+            lines.append(f"| {round_} | {name} | {r['rps']:.0f} | {spread(r)} | {held} |")
     return [*lines, ""]
 
 
