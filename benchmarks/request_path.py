@@ -9,6 +9,7 @@ docs/request-path.md.
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import logging
 import os
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -55,7 +57,10 @@ def microseconds(step: Callable[[], object], number: int) -> float:
 
 
 def preprocessing_rows() -> list[tuple[str, float, str, float | None]]:
-    """Decoding and preprocessing a 28x28 PNG; polarity by counting against np.median."""
+    """Decoding and preprocessing a 28x28 PNG, each beside the step it replaced; polarity by
+    counting against np.median."""
+    from PIL import ImageOps
+
     from service.preprocessing import decode_image, has_light_background, to_model_input
 
     png = sample_png()
@@ -64,12 +69,24 @@ def preprocessing_rows() -> list[tuple[str, float, str, float | None]]:
     ring = np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
     return [
         (
-            "decode_image (28x28 PNG)",
+            "decode_image (28x28 PNG; exif_transpose only where an orientation can be)",
             microseconds(lambda: decode_image(png, 25_000_000, 20.0), 5000),
-            "",
-            None,
+            "exif_transpose on every image (before)",
+            microseconds(
+                lambda: ImageOps.exif_transpose(decode_image(png, 25_000_000, 20.0), in_place=True),
+                5000,
+            ),
         ),
         ("to_model_input (28x28)", microseconds(lambda: to_model_input(image), 5000), "", None),
+        (
+            "8-bit grayscale pixels: np.frombuffer(image.tobytes())",
+            microseconds(
+                lambda: np.frombuffer(image.tobytes(), np.uint8).reshape(image.height, image.width),
+                20000,
+            ),
+            "np.asarray(image) (before)",
+            microseconds(lambda: np.asarray(image, dtype=np.uint8), 20000),
+        ),
         (
             "decode_image, CPU per call from 16 threads (Pillow lets go of the GIL to decode)",
             cpu_per_call(lambda: decode_image(png, 25_000_000, 20.0), 16),
@@ -119,6 +136,32 @@ def cpu_per_call(step: Callable[[], object], threads: int, seconds: float = 2.0)
     return (time.process_time() - started) / sum(calls) * 1e6
 
 
+def multipart_rows() -> list[tuple[str, float, str, float | None]]:
+    """A single-image multipart form parsed by the service's read_form (the multipart
+    package's push parser), against Werkzeug's form parser, which /predict used before."""
+    from werkzeug.test import EnvironBuilder
+    from werkzeug.wrappers import Request
+
+    from service.inputs import read_form
+
+    body = multipart_body(sample_png())
+    environ = EnvironBuilder(
+        method="POST", data=body, content_type=f"multipart/form-data; boundary={BOUNDARY}"
+    ).get_environ()
+
+    def request() -> Request:
+        return Request({**environ, "wsgi.input": io.BytesIO(body)})
+
+    return [
+        (
+            "a single-image multipart form parsed (read_form: the multipart package)",
+            microseconds(lambda: read_form(request(), 64), 5000),
+            "Werkzeug's form parser (request.files, before)",
+            microseconds(lambda: request().files, 5000),
+        )
+    ]
+
+
 def logging_rows() -> list[tuple[str, float, str, float | None]]:
     """One access-log line through the worker's AccessLogBuffer and through the queue listener
     it replaced, from 1 and from 16 threads."""
@@ -130,7 +173,7 @@ def logging_rows() -> list[tuple[str, float, str, float | None]]:
     logger.setLevel(logging.INFO)
 
     def line() -> None:
-        logger.info(json.dumps(ACCESS_LINE))
+        logger.info(orjson.dumps(ACCESS_LINE).decode())  # as service/instrumentation.py
 
     rows = []
     try:
@@ -161,7 +204,24 @@ def logging_rows() -> list[tuple[str, float, str, float | None]]:
 
 
 def request_metrics(metrics: Any) -> None:  # noqa: ANN401 - the service.metrics module
-    """The metric operations of one single-image /predict, batch-level ones included."""
+    """The metric updates of one single-image /predict, batch-level ones included, queued in
+    the worker's MetricBuffer as the service makes them."""
+    metrics.add(metrics.IN_FLIGHT, 1)
+    metrics.observe(metrics.DECODE_LATENCY, 0.0001)
+    metrics.observe(metrics.PREPROCESS_LATENCY, 0.00005)
+    metrics.observe(metrics.BATCH_QUEUE_SECONDS, 0.002)
+    metrics.observe(metrics.INFERENCE_LATENCY, 0.003)
+    metrics.observe(metrics.BATCH_SIZE, 8)
+    metrics.add(metrics.PREDICTIONS, 1, "Bag")
+    metrics.observe(metrics.CONFIDENCE, 0.9)
+    metrics.add(metrics.REQUESTS, 1, "/predict", "POST", "200")
+    metrics.observe(metrics.REQUEST_LATENCY, 0.02, "/predict")
+    metrics.add(metrics.IN_FLIGHT, -1)
+
+
+def request_metrics_written(metrics: Any) -> None:  # noqa: ANN401 - the service.metrics module
+    """The same updates written one by one through prometheus_client, as requests did before
+    the MetricBuffer."""
     metrics.IN_FLIGHT.inc()
     metrics.DECODE_LATENCY.observe(0.0001)
     metrics.PREPROCESS_LATENCY.observe(0.00005)
@@ -175,32 +235,41 @@ def request_metrics(metrics: Any) -> None:  # noqa: ANN401 - the service.metrics
     metrics.IN_FLIGHT.dec()
 
 
+def flushed_per_request(metrics: Any, requests: int = 100) -> float:  # noqa: ANN401
+    """CPU microseconds per request of writing out the queued updates of `requests` requests
+    in one flush (about what the flushing thread meets every 0.1 s under load)."""
+    costs = []
+    for _ in range(REPEATS):
+        for _ in range(requests):
+            request_metrics(metrics)
+        started = time.process_time()
+        metrics.BUFFER.flush()
+        costs.append((time.process_time() - started) / requests * 1e6)
+    return min(costs)
+
+
 def metrics_rows() -> list[tuple[str, float, str, float | None]]:
-    """The multiprocess metric operations a request makes, one of each."""
+    """A request's metric updates, queued, against the multiprocess writes they replaced."""
     from service import metrics
 
-    counter = metrics.REQUESTS.labels("/predict", "POST", "200")
+    rows = [
+        (
+            f"a single-image /predict's metric updates queued, CPU per request from {threads} "
+            f"thread{'s' if threads > 1 else ''} (MetricBuffer)",
+            cpu_per_call(lambda: request_metrics(metrics), threads),
+            "written one by one by prometheus_client (before; one lock per process)",
+            cpu_per_call(lambda: request_metrics_written(metrics), threads),
+        )
+        for threads in (1, 16)
+    ]
+    metrics.BUFFER.flush()
     return [
+        *rows,
         (
-            "counter inc, labels looked up",
-            microseconds(lambda: metrics.REQUESTS.labels("/predict", "POST", "200").inc(), 20000),
+            "their writing, per request, in a flush of 100 requests' updates",
+            flushed_per_request(metrics),
             "",
             None,
-        ),
-        ("counter inc, bound child", microseconds(counter.inc, 20000), "", None),
-        (
-            "histogram observe",
-            microseconds(lambda: metrics.DECODE_LATENCY.observe(0.001), 20000),
-            "",
-            None,
-        ),
-        ("gauge inc (livesum)", microseconds(metrics.IN_FLIGHT.inc, 20000), "", None),
-        (
-            "a single-image /predict's metric writes, CPU per request from 16 threads "
-            "(prometheus_client's one lock per process)",
-            cpu_per_call(lambda: request_metrics(metrics), 16),
-            "from 1 thread",
-            cpu_per_call(lambda: request_metrics(metrics), 1),
         ),
         (
             "request id: secrets.token_hex(16)",
@@ -225,10 +294,12 @@ def model_rows() -> list[tuple[str, float, str, float | None]]:
     runner = model.runtime._new_runner().interpreter.get_signature_runner("serving_default")
     response = {"model": {"name": "fashion_mnist", "version": 1}, "predictions": []}
     from service.inputs import PredictOptions
+    from service.jsonio import dump
     from service.routes import _prediction
 
     row = model.predict(images)[0]
     names = model.class_names
+    answer = {**response, "predictions": [_prediction(row, names, PredictOptions())]}
     return [
         (
             f"LiteRT call, batch 1 ({DEFAULT_RUNTIME}, own invocation)",
@@ -243,15 +314,10 @@ def model_rows() -> list[tuple[str, float, str, float | None]]:
             None,
         ),
         (
-            "the answer as JSON (json.dumps)",
-            microseconds(
-                lambda: json.dumps(
-                    {**response, "predictions": [_prediction(row, names, PredictOptions())]}
-                ),
-                20000,
-            ),
-            "",
-            None,
+            "the answer as JSON (orjson, service/jsonio.py)",
+            microseconds(lambda: dump(answer), 20000),
+            "json.dumps (before)",
+            microseconds(lambda: json.dumps(answer), 20000),
         ),
     ]
 
@@ -365,6 +431,7 @@ def main() -> None:
     """Measure every step and write the report."""
     rows = []
     for phase, measure in (
+        ("multipart forms", multipart_rows),
         ("preprocessing", preprocessing_rows),
         ("access log", logging_rows),
         ("metrics", metrics_rows),

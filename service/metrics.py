@@ -118,6 +118,7 @@ MODEL_INFO = Gauge(
 )
 
 FLUSH_INTERVAL = 0.1  # seconds a scrape may lag behind the requests it counts
+Series = tuple[Counter | Gauge | Histogram, tuple[str, ...]]  # a metric and its label values
 
 
 class MetricBuffer:
@@ -135,16 +136,22 @@ class MetricBuffer:
 
     def __init__(self, interval: float = FLUSH_INTERVAL) -> None:
         self.interval = interval
-        self._updates: deque[tuple[Counter | Gauge | Histogram, tuple[str, ...], float]] = deque()
+        self._increments: deque[tuple[Series, float]] = deque()
+        self._observations: deque[tuple[Series, float]] = deque()
+        # A request's whole cost per update: one append of ((metric, labels), amount).
+        self.queue_increment = self._increments.append
+        self.queue_observation = self._observations.append
         self._flushing = threading.Lock()  # the flushing thread, and a flush at close
         self._stopping = threading.Event()
         self._flusher: threading.Thread | None = None
 
-    def add(
-        self, metric: Counter | Gauge | Histogram, labels: tuple[str, ...], amount: float
-    ) -> None:
-        """Queue one update: an increment of a counter or gauge, or a histogram observation."""
-        self._updates.append((metric, labels, amount))
+    def add(self, metric: Counter | Gauge, labels: tuple[str, ...], amount: float) -> None:
+        """Queue an increment of a counter or gauge (negative: a gauge's decrement)."""
+        self.queue_increment(((metric, labels), amount))
+
+    def observe(self, histogram: Histogram, labels: tuple[str, ...], value: float) -> None:
+        """Queue one observation of a histogram."""
+        self.queue_observation(((histogram, labels), value))
 
     def start(self) -> None:
         """Start the flushing thread in this process, once."""
@@ -161,24 +168,26 @@ class MetricBuffer:
         self.flush()
 
     def flush(self) -> None:
-        """Write every queued update, each series' updates added up into one write."""
-        with self._flushing:
+        """Write every update queued so far, each series' updates added up into one write."""
+        with self._flushing:  # the only consumer: popleft cannot find the queue emptier
             increments: dict[tuple, float] = {}
+            pop = self._increments.popleft
+            for _ in range(len(self._increments)):  # what later requests add waits its turn
+                series, amount = pop()
+                increments[series] = increments.get(series, 0.0) + amount
             observations: dict[tuple, list[float]] = {}
-            while True:
-                try:
-                    metric, labels, amount = self._updates.popleft()
-                except IndexError:
-                    break
-                key = (metric, labels)
-                if isinstance(metric, Histogram):
-                    observations.setdefault(key, []).append(amount)
+            pop = self._observations.popleft
+            for _ in range(len(self._observations)):
+                series, value = pop()
+                values = observations.get(series)
+                if values is None:
+                    observations[series] = [value]
                 else:
-                    increments[key] = increments.get(key, 0.0) + amount
+                    values.append(value)
             for (metric, labels), amount in increments.items():
                 (metric.labels(*labels) if labels else metric).inc(amount)
-            for (metric, labels), values in observations.items():
-                _observe_all(metric.labels(*labels) if labels else metric, values)
+            for (histogram, labels), values in observations.items():
+                _observe_all(histogram.labels(*labels) if labels else histogram, values)
 
     def _flush_periodically(self) -> None:
         """Write the queued updates every `interval` seconds until closed."""
@@ -207,12 +216,12 @@ BUFFER = MetricBuffer()
 
 def add(metric: Counter | Gauge, amount: float = 1.0, *labels: str) -> None:
     """Queue an increment of a counter or gauge (a negative one: a gauge's decrement)."""
-    BUFFER.add(metric, labels, amount)
+    BUFFER.queue_increment(((metric, labels), amount))
 
 
 def observe(histogram: Histogram, value: float, *labels: str) -> None:
     """Queue one observation of a histogram."""
-    BUFFER.add(histogram, labels, value)
+    BUFFER.queue_observation(((histogram, labels), value))
 
 
 class Timed:

@@ -172,7 +172,7 @@ def test_the_buffer_writes_what_observing_and_counting_one_by_one_would():
     for index, value in enumerate(values):
         label = ("even", "odd")[index % 2]
         direct.labels(label).observe(value)
-        buffer.add(buffered, (label,), value)
+        buffer.observe(buffered, (label,), value)
         buffer.add(counter, (label,), 2)
         buffer.add(gauge, (), -1 if index % 3 == 0 else 1)
     assert registry.get_sample_value("counted_total", {"k": "odd"}) is None  # not yet written
