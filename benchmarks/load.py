@@ -205,17 +205,19 @@ class Server:
 
 def wrk(
     url: str,
-    body_file: Path,
+    body_file: Path | list[Path],
     concurrency: int,
     seconds: float,
     content_type: str = MULTIPART,
     histogram: bool = False,
 ) -> dict:
-    """Drive `url` with wrk at a fixed number of connections; return its JSON summary (with
-    `histogram`, every latency recorded and its count too)."""
+    """Drive `url` with wrk at a fixed number of connections, posting the body file (or each
+    of a list in turn); return its JSON summary (with `histogram`, every latency recorded and
+    its count too)."""
+    files = body_file if isinstance(body_file, list) else [body_file]
     env = {
         **os.environ,
-        "BODY_FILE": str(body_file),
+        "BODY_FILE": ":".join(str(path) for path in files),
         "BODY_TYPE": content_type,
     }
     threads = min(concurrency, 2)
@@ -274,7 +276,11 @@ def stop(servers: dict[str, Server]) -> None:
 
 
 def interleaved(
-    servers: dict[str, Server], body_file: Path, concurrency: int, seconds: int, label: str
+    servers: dict[str, Server],
+    body_file: Path | list[Path],
+    concurrency: int,
+    seconds: int,
+    label: str,
 ) -> dict[str, dict]:
     """Load each server for `seconds` in SLICES slices, the slices round-robin among the
     servers; each server's slices added up. At concurrency 32, each slice also counts the

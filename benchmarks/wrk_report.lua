@@ -1,11 +1,23 @@
--- POST the body in BODY_FILE and print one JSON line of results at the end: the totals, and
--- every latency wrk recorded with its count (microseconds), so that the latencies of several
--- runs can be added up before their percentiles are taken (benchmarks/load.py).
-local f = assert(io.open(os.getenv("BODY_FILE"), "rb"))
+-- POST the body in BODY_FILE (or, for several paths joined by ":", each in turn, request by
+-- request) and print one JSON line of results at the end: the totals, and every latency wrk
+-- recorded with its count (microseconds), so that the latencies of several runs can be added
+-- up before their percentiles are taken (benchmarks/load.py).
+local bodies = {}
+for path in string.gmatch(os.getenv("BODY_FILE"), "[^:]+") do
+  local f = assert(io.open(path, "rb"))
+  bodies[#bodies + 1] = f:read("*a")
+  f:close()
+end
 wrk.method = "POST"
-wrk.body = f:read("*a")
-f:close()
+wrk.body = bodies[1]
 wrk.headers["Content-Type"] = os.getenv("BODY_TYPE")
+if #bodies > 1 then
+  local last = 0
+  request = function()
+    last = last % #bodies + 1
+    return wrk.format(nil, nil, nil, bodies[last])
+  end
+end
 
 done = function(summary, latency, requests)
   local seconds = summary.duration / 1e6

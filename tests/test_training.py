@@ -16,7 +16,8 @@ import pytest
 from tests.conftest import ROOT
 from tests.idx import write_dataset
 from training.data import FILES, IMAGE_MAGIC, load_fashion_mnist, stratified_split
-from training.export import next_version
+from training.export import load_network, next_version
+from training.models import MirrorAveraged
 
 METADATA_FIELDS = {
     "name",
@@ -80,9 +81,12 @@ def test_cli_trains_and_exports_a_loadable_versioned_model(family, tiny_data_dir
     probabilities = signature(images=tf.constant(images))["probabilities"].numpy()
     assert probabilities.shape == (5, 10) and probabilities.dtype == np.float32
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
-    # Mirror averaging (on by default): an image and its mirror image get the same answer.
+    # Mirror averaging (on by default): an image and its mirror image get the same answer, the
+    # mean of the network's for each (the network read back out of the export).
     mirrored = signature(images=tf.constant(images[:, :, ::-1].copy()))["probabilities"]
     np.testing.assert_allclose(mirrored.numpy(), probabilities, atol=1e-6)
+    network = load_network(folder)
+    np.testing.assert_allclose(probabilities, by_the_ramp(network, images, None), atol=1e-6)
 
     metadata = json.loads((folder / "metadata.json").read_text())
     assert METADATA_FIELDS <= set(metadata)
@@ -111,6 +115,40 @@ def test_cli_trains_and_exports_a_loadable_versioned_model(family, tiny_data_dir
     clash = run_cli(*one_dfn_epoch, "--output", str(output), "--version", "1")
     assert clash.returncode == 2 and "already exists" in clash.stderr
     assert not [p for p in output.iterdir() if p.name.startswith(".tmp")]
+
+    # Version 1's network exported again, averaged only where unsure: no training, a version
+    # 3 that answers by the ramp, whose training record is version 1's.
+    ramp = (0.3, 0.5)
+    again = run_cli(
+        "--data-dir", str(tiny_data_dir), "--from-version", str(folder),
+        "--mirror-ramp", *map(str, ramp), "--output", str(output),
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert "epoch" not in again.stdout and "exported again" in again.stdout
+    ramped = tf.saved_model.load(str(output / "3")).signatures["serving_default"]
+    answers = ramped(images=tf.constant(images))["probabilities"].numpy()
+    np.testing.assert_allclose(answers, by_the_ramp(network, images, ramp), atol=1e-6)
+    third = json.loads((output / "3" / "metadata.json").read_text())
+    assert (
+        third["exported_from"]["version"] == 1
+        and "--from-version" in third["exported_from"]["command"]
+    )
+    assert metadata["hyperparameters"]["mirror_ramp"] is None
+    assert third["hyperparameters"] == {**metadata["hyperparameters"], "mirror_ramp": list(ramp)}
+    for field in ("command", "training_seconds", "epochs_run", "data_sha256", "parameters"):
+        assert third[field] == metadata[field], field
+    card = (output / "3" / "README.md").read_text()
+    assert "exported again" in card and "weighs a half below a top probability of 0.3" in card
+
+    # ... but only measured on the files it was trained with.
+    other = tmp_path / "other-data"
+    shutil.copytree(tiny_data_dir, other)
+    test_labels = other / FILES["test_labels"]
+    test_labels.write_bytes(gzip.compress(gzip.decompress(test_labels.read_bytes())[:-1] + b"\x00"))
+    refused = run_cli(
+        "--data-dir", str(other), "--from-version", str(folder), "--output", str(output)
+    )
+    assert refused.returncode == 2 and "differ from those" in refused.stderr
 
 
 def test_export_is_atomic_and_leaves_nothing_behind_on_failure(tmp_path, monkeypatch):
@@ -224,6 +262,8 @@ def test_help_lists_every_option():
         "--dropout",
         "--no-augment",
         "--no-mirror-average",
+        "--mirror-ramp",
+        "--from-version",
         "--patience",
         "--seed",
         "--output",
@@ -284,3 +324,48 @@ def test_augmentation_flips_and_shifts_whole_pixels_repeatably_and_keeps_labels(
     assert all(abs(c - 10) <= MAX_SHIFT for c in columns if c <= 13)
     again, _ = one_epoch()
     np.testing.assert_array_equal(again, augmented)  # seeded: the same epoch again
+
+
+def by_the_ramp(network, images: np.ndarray, ramp: tuple[float, float] | None) -> np.ndarray:  # noqa: ANN001 - a keras.Model
+    """What mirror averaging answers for uint8 images (N, 28, 28), computed by hand."""
+    pixels = images[..., np.newaxis].astype(np.float32)
+    first = network(pixels).numpy()
+    second = network(pixels[:, :, ::-1]).numpy()
+    if ramp is None:
+        return (first + second) / 2
+    low, high = ramp
+    top = first.max(axis=1, keepdims=True)
+    weight = np.where(top < high, np.clip((high - top) / (high - low), 0, 1) / 2, 0)
+    return first + weight * (second - first)
+
+
+def test_mirror_averaging_weighs_the_mirror_image_by_how_unsure_the_network_is():
+    import keras
+
+    network = keras.Sequential(
+        [keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10, "softmax")]
+    )
+    rng = np.random.default_rng(5)
+    network.layers[-1].set_weights([rng.normal(0, 0.01, (784, 10)), np.zeros(10)])
+    images = rng.integers(0, 256, (200, 28, 28), np.uint8)
+    top = network(images[..., np.newaxis].astype(np.float32)).numpy().max(axis=1)
+    ramp = (float(np.quantile(top, 0.3)), float(np.quantile(top, 0.7)))
+    model = MirrorAveraged(network, ramp)
+    answers = model(images[..., np.newaxis].astype(np.float32)).numpy()
+    # A third of the images below the ramp, a third on it, a third above: each rule is used.
+    np.testing.assert_allclose(answers, by_the_ramp(network, images, ramp), atol=1e-6)
+    above = top >= ramp[1]
+    np.testing.assert_allclose(
+        answers[above], network(images[above][..., np.newaxis].astype(np.float32)).numpy()
+    )
+    # A batch in which no image is unsure, and single images, answer alike.
+    sure = images[above][:5][..., np.newaxis].astype(np.float32)
+    np.testing.assert_allclose(model(sure).numpy(), answers[above][:5], atol=1e-6)
+    for index in (0, int(np.argmax(above))):
+        one = images[index : index + 1][..., np.newaxis].astype(np.float32)
+        np.testing.assert_allclose(model(one).numpy(), answers[index : index + 1], atol=1e-6)
+
+
+def test_a_mirror_ramp_must_rise():
+    result = run_cli("--mirror-ramp", "0.9", "0.8")
+    assert result.returncode == 2 and "0 < LOW < HIGH" in result.stderr

@@ -63,6 +63,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "mirror image's (test-time augmentation, one more forward pass)",
     )
     parser.add_argument(
+        "--mirror-ramp",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        default=defaults.mirror_ramp,
+        help="average an image with its mirror image only where the network is unsure: half "
+        "and half where its top probability is below LOW, not at all from HIGH up, in "
+        "proportion between; only images below HIGH take the second pass (default: every "
+        "image, half and half; docs/mirror-averaging.md measured 0.8 0.95)",
+    )
+    parser.add_argument(
+        "--from-version",
+        type=Path,
+        default=None,
+        metavar="VERSION_DIR",
+        help="train nothing: export the network of this version folder again, with this run's "
+        "mirror averaging, as a new version (its test accuracy measured anew; the training "
+        "options are the source version's)",
+    )
+    parser.add_argument(
         "--patience",
         type=int,
         default=defaults.patience,
@@ -77,16 +97,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="version folder to write (default: one more than the highest)",
     )
     parser.add_argument("--logdir", type=Path, default=None, help="TensorBoard log folder")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.mirror_ramp is not None and not 0 < args.mirror_ramp[0] < args.mirror_ramp[1]:
+        low, high = args.mirror_ramp
+        parser.error(f"--mirror-ramp needs 0 < LOW < HIGH; got {low:g} {high:g}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run training with the parsed options; print one-line errors, never a traceback."""
     args = parse_args(argv)
     from training.data import DatasetError
-    from training.pipeline import run
+    from training.pipeline import reexport, run
     from training.train import TrainConfig
 
+    # A network never shown flipped images is not averaged with its mirror image.
+    mirror_average = args.mirror_average and args.augment
     config = TrainConfig(
         model=args.model,
         epochs=args.epochs,
@@ -97,13 +123,16 @@ def main(argv: list[str] | None = None) -> int:
         l2=args.l2,
         dropout=args.dropout,
         augment=args.augment,
-        # A network never shown flipped images is not averaged with its mirror image.
-        mirror_average=args.mirror_average and args.augment,
+        mirror_average=mirror_average,
+        mirror_ramp=tuple(args.mirror_ramp) if mirror_average and args.mirror_ramp else None,
         patience=args.patience,
         seed=args.seed,
     )
     try:
-        run(config, args.data_dir, args.output, args.version, args.logdir)
+        if args.from_version is not None:
+            reexport(config, args.data_dir, args.from_version, args.output, args.version)
+        else:
+            run(config, args.data_dir, args.output, args.version, args.logdir)
     except (DatasetError, FileExistsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -32,6 +32,32 @@ OUTPUT_SPEC = {
 }
 
 
+def load_network(folder: Path) -> keras.Model:
+    """The network of an exported version, without its mirror averaging: built anew from its
+    metadata's hyperparameters, its weights read back from the SavedModel in order.
+
+    The SavedModel keeps the network's variables in the order of model.weights; each is checked
+    against its weight's shape, and the dropout layer's random-number state is skipped. Nothing
+    depends on layer names, which Keras numbers per process.
+    """
+    from training.models import BUILDERS
+
+    hyperparameters = json.loads((folder / "metadata.json").read_text())["hyperparameters"]
+    network = BUILDERS[hyperparameters["model"]](hyperparameters["dropout"], hyperparameters["l2"])
+    saved = [
+        v.numpy()
+        for v in tf.saved_model.load(str(folder)).variables
+        if "seed_generator" not in v.name
+    ]
+    weights = [w for w in network.weights if "seed_generator" not in w.path]
+    shapes = [tuple(w.shape) for w in weights]
+    if [v.shape for v in saved] != shapes:
+        raise ValueError(f"{folder} does not hold a {hyperparameters['model']} network's weights")
+    for weight, value in zip(weights, saved, strict=True):
+        weight.assign(value)
+    return network
+
+
 def next_version(output: Path) -> int:
     """Return one more than the highest integer version folder in `output` (1 if none)."""
     versions = [int(p.name) for p in output.glob("*") if p.is_dir() and p.name.isdigit()]
@@ -40,6 +66,8 @@ def next_version(output: Path) -> int:
 
 def save_signature(model: keras.Model, path: Path) -> None:
     """Save a SavedModel whose serving signature maps uint8 images to probabilities."""
+    if not model.built:  # a subclassed model (MirrorAveraged) builds on its first call
+        model(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE, 1), np.float32))
     archive = keras.export.ExportArchive()
     archive.track(model)
 
@@ -86,12 +114,32 @@ def save_confusion_image(confusion: list[list[int]], path: Path) -> None:
 
 
 def mirror_note(hyperparameters: dict) -> str:
-    """Say, when it is so, that each answer averages an image and its mirror image."""
+    """Say, when it is so, how an answer averages an image and its mirror image."""
     if not hyperparameters.get("mirror_average"):
         return ""
+    ramp = hyperparameters.get("mirror_ramp")
+    if ramp is None:  # versions exported before the ramp averaged every image
+        return (
+            "\nEach row averages the network's probabilities for the image and for its mirror"
+            "\nimage (test-time augmentation: two forward passes, the same weights)."
+        )
+    low, high = ramp
     return (
-        "\nEach row averages the network's probabilities for the image and for its mirror"
-        "\nimage (test-time augmentation: two forward passes, the same weights)."
+        "\nWhere the network is unsure, a row averages its probabilities for the image with"
+        "\nthose for its mirror image (test-time augmentation, the same weights): the mirror"
+        f"\nimage weighs a half below a top probability of {low:g}, nothing from {high:g} up,"
+        f"\nand in proportion between. Only images below {high:g} take the second pass."
+    )
+
+
+def exported_note(metadata: dict) -> str:
+    """Say, when it is so, that the network was trained for another version and exported again."""
+    source = metadata.get("exported_from")
+    if source is None:
+        return ""
+    return (
+        f"\nThe network of version {source['version']}, trained by that command, exported again"
+        f"\nas this version by `{source['command']}`."
     )
 
 
@@ -133,7 +181,7 @@ Accuracy **{metrics["accuracy"]:.4f}**. Confusion matrix: `confusion_matrix.png`
 ## Training
 `{metadata["command"]}`: {metadata["epochs_run"]} epochs in {metadata["training_seconds"]:.0f} s
 on {metadata["training_machine"]}; best validation accuracy
-{metadata["best_val_accuracy"]:.4f} at epoch {metadata["best_epoch"]}.
+{metadata["best_val_accuracy"]:.4f} at epoch {metadata["best_epoch"]}.{exported_note(metadata)}
 
 ## Known limits
 - Shirt, T-shirt/top, pullover and coat are often confused (see the matrix): they look alike at

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import os
 import platform
 import shlex
@@ -13,12 +14,22 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from training.data import CLASS_NAMES, load_fashion_mnist, stratified_split
-from training.export import INPUT_SPEC, OUTPUT_SPEC, SIGNATURE_NAME, export
+from training.data import CLASS_NAMES, DatasetError, load_fashion_mnist, stratified_split
+from training.export import INPUT_SPEC, OUTPUT_SPEC, SIGNATURE_NAME, export, load_network
 from training.models import with_mirror_averaging
 from training.train import TrainConfig, TrainResult, evaluate, predict_probabilities, train
 
 MODEL_NAME = "fashion_mnist"
+
+
+def this_command() -> str:
+    """The command line of this run, as a user would type it."""
+    return shlex.join(["python", "-m", "training", *sys.argv[1:]])
+
+
+def now() -> str:
+    """The time of export, UTC, in seconds."""
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 def describe_machine() -> str:
@@ -32,7 +43,7 @@ def build_metadata(
     """Collect everything a user needs to trust, reproduce and call the model."""
     return {
         "name": MODEL_NAME,
-        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "created": now(),
         "class_names": CLASS_NAMES,
         "signature_name": SIGNATURE_NAME,
         "input": INPUT_SPEC,
@@ -48,7 +59,7 @@ def build_metadata(
         "tensorflow_version": tf.__version__,
         "keras_version": keras.__version__,
         "data_sha256": sha256,
-        "command": shlex.join(["python", "-m", "training", *sys.argv[1:]]),
+        "command": this_command(),
         "training_machine": describe_machine(),
     }
 
@@ -69,7 +80,7 @@ def run(
         flush=True,
     )
     result = train(config, train_split, validation, logdir)
-    model = with_mirror_averaging(result.model) if config.mirror_average else result.model
+    model = export_model(result.model, config)
     metrics = evaluate(predict_probabilities(model, data.test.images), data.test.labels)
     print(
         f"test accuracy {metrics['accuracy']:.4f} after {result.epochs_run} epochs "
@@ -77,5 +88,48 @@ def run(
         flush=True,
     )
     folder = export(model, build_metadata(config, result, metrics, data.sha256), output, version)
+    print(f"exported {folder}", flush=True)
+    return folder
+
+
+def export_model(network: keras.Model, config: TrainConfig) -> keras.Model:
+    """What a version serves: the network, mirror averaged unless switched off."""
+    return with_mirror_averaging(network, config.mirror_ramp) if config.mirror_average else network
+
+
+def reexport(
+    config: TrainConfig, data_dir: Path | None, source: Path, output: Path, version: int | None
+) -> Path:
+    """Export the network of an exported version again, with `config`'s mirror averaging, as a
+    new version: no training. Its training record is the source's; its test accuracy is
+    measured anew, on the test files the source was measured with."""
+    metadata = json.loads((source / "metadata.json").read_text())
+    data = load_fashion_mnist(data_dir)
+    differ = sorted(
+        name for name, digest in data.sha256.items() if metadata["data_sha256"].get(name) != digest
+    )
+    if differ:
+        raise DatasetError(
+            data_dir or Path("Keras's cache"),
+            f"{', '.join(differ)} differ from those {source} was trained and measured with",
+        )
+    model = export_model(load_network(source), config)
+    metrics = evaluate(predict_probabilities(model, data.test.images), data.test.labels)
+    print(f"test accuracy {metrics['accuracy']:.4f}, {source}'s network exported again", flush=True)
+    hyperparameters = {
+        **metadata["hyperparameters"],
+        "mirror_average": config.mirror_average,
+        "mirror_ramp": list(config.mirror_ramp) if config.mirror_ramp else None,
+    }
+    again = {
+        **{key: value for key, value in metadata.items() if key != "version"},
+        "created": now(),
+        "metrics": metrics,
+        "hyperparameters": hyperparameters,
+        "exported_from": {"version": metadata["version"], "command": this_command()},
+        "tensorflow_version": tf.__version__,
+        "keras_version": keras.__version__,
+    }
+    folder = export(model, again, output, version)
     print(f"exported {folder}", flush=True)
     return folder

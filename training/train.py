@@ -36,6 +36,7 @@ class TrainConfig:
     dropout: float = 0.1
     augment: bool = True
     mirror_average: bool = True
+    mirror_ramp: tuple[float, float] | None = None
     patience: int = 6
     validation_fraction: float = 0.1
     seed: int = 42
