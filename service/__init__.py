@@ -43,7 +43,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         warmup=settings.warmup,
         runtime=settings.runtime,
         tf_threads=settings.tf_threads,
-        batching=BatchingConfig.from_settings(settings),
+        batching=BatchingConfig.from_settings(settings, instrumentation.HANDLING),
     )
     app.extensions["versions"] = versions
     app.extensions["dataplane"] = DataPlane(settings, versions)

@@ -27,13 +27,19 @@ class BatchingConfig:
     max_batch: int
     max_wait: float
     max_queue: int
+    requests_in_worker: Callable[[], int] | None = None
+    """How many requests the worker is handling now: with it, a gathering leader stops waiting
+    once every one of them is queued, as no batch-mate can come any more."""
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> BatchingConfig | None:
+    def from_settings(
+        cls, settings: Settings, requests_in_worker: Callable[[], int] | None = None
+    ) -> BatchingConfig | None:
         """The configuration the settings ask for, or None when batching is switched off."""
         if not settings.batching:
             return None
-        return cls(settings.batch_max_size, settings.batch_max_wait_ms / 1000, settings.queue_size)
+        wait = settings.batch_max_wait_ms / 1000
+        return cls(settings.batch_max_size, wait, settings.queue_size, requests_in_worker)
 
 
 @dataclass(eq=False)  # compared by identity: the queue removes one that gave up
@@ -66,7 +72,8 @@ class BatchingPredictor:
     woken only to find that it has nothing to do. A lone request therefore calls the model at
     once, with no hand-off between threads, and under load batches form while the model runs.
     The leader waits up to `max_wait` for batch-mates only when the previous batch held
-    several requests (the sign of concurrent load), and is woken early only by a full batch.
+    several requests (the sign of concurrent load), and is woken early only by a full batch or
+    by the last request the worker holds joining the queue.
     A full queue refuses new work with 503 overloaded instead of growing latency, and a request
     that waits past its deadline leaves the queue with 503 deadline_exceeded.
     """
@@ -76,6 +83,7 @@ class BatchingPredictor:
         self.max_batch = config.max_batch
         self.max_wait = config.max_wait
         self.max_queue = config.max_queue
+        self._requests_in_worker = config.requests_in_worker
         self._pending: deque[_Item] = deque()
         self._queued = 0  # images in _pending
         self._busy = False  # a leader is gathering or running a batch, or has been named
@@ -102,9 +110,10 @@ class BatchingPredictor:
             self._queued += len(images)
             lead = not self._busy
             self._busy = True
-            if self._queued >= self.max_batch:
-                # Only a full batch cuts a gathering leader's wait short: waking it for each
-                # arrival would hand the GIL to it and back for every request.
+            if self._queued >= self.max_batch or self._everyone_queued():
+                # Only a full batch, or the last request the worker holds, cuts a gathering
+                # leader's wait short: waking it for each arrival would hand the GIL to it and
+                # back for every request.
                 self._arrived.notify()
         if not lead:
             # released when served, or when handed the lead
@@ -169,7 +178,7 @@ class BatchingPredictor:
         """Take queued items up to max_batch images (always the first), the lock held."""
         if self._under_load and self.max_wait > 0:
             deadline = time.perf_counter() + self.max_wait
-            while self._queued < self.max_batch:
+            while self._queued < self.max_batch and not self._everyone_queued():
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0 or self._closed:
                     break
@@ -183,6 +192,16 @@ class BatchingPredictor:
         self._queued -= size
         self._under_load = len(batch) > 1
         return batch
+
+    def _everyone_queued(self) -> bool:
+        """Whether every request the worker is handling waits in this queue, the lock held.
+
+        Then waiting longer only idles the worker: at concurrency 8 (4 requests a worker) the
+        full wait made batching slower than none (docs/benchmarks.md). Requests that never
+        reach the model (a refused upload, /healthz) keep it false: the wait ends at max_wait.
+        """
+        count = self._requests_in_worker
+        return count is not None and len(self._pending) >= count()
 
     def _run(self, batch: list[_Item]) -> None:
         """Call the model once for the batch and hand each item its rows (or its error)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 import time
 
 import orjson
@@ -19,6 +20,32 @@ access_log = logging.getLogger("service.access")
 METHOD_LABELS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
 )
+
+
+class RequestsInProcess:
+    """How many requests this process is handling now, from before_request to teardown (the
+    batcher asks: service/batching.py)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = 0
+
+    def __call__(self) -> int:
+        """The number now."""
+        return self._count
+
+    def enter(self) -> None:
+        """Count one request more."""
+        with self._lock:
+            self._count += 1
+
+    def leave(self) -> None:
+        """Count one request less."""
+        with self._lock:
+            self._count -= 1
+
+
+HANDLING = RequestsInProcess()
 
 
 def endpoint_label(req: Request) -> str:
@@ -45,6 +72,7 @@ def _start() -> None:
     g.started = time.perf_counter()
     g.request_id = request.environ.get("HTTP_X_REQUEST_ID") or secrets.token_hex(16)
     g.in_flight = True
+    HANDLING.enter()
     metrics.add(metrics.IN_FLIGHT, 1)
 
 
@@ -86,4 +114,5 @@ def _finish(response: Response) -> Response:
 def _leave(error: BaseException | None) -> None:
     """Leave the in-flight gauge, whatever happened."""
     if g.pop("in_flight", False):
+        HANDLING.leave()
         metrics.add(metrics.IN_FLIGHT, -1)

@@ -91,7 +91,8 @@ class Settings:
     batch_max_size: int = 64
     """Most images in one batched model call."""
     batch_max_wait_ms: float = 2.0
-    """Longest a request waits for batch-mates, only while the worker is under load."""
+    """Longest a request waits for batch-mates, only while the worker is under load and holds
+    requests not yet queued."""
     batch_queue_size: int = 0
     """Requests of a worker that may wait for the model before the next one answers 503
     overloaded: 1 to threads. 0 (the default) means threads: every request the worker holds

@@ -432,3 +432,31 @@ def test_a_gathering_leader_runs_once_its_batch_is_full_and_counts_no_request_th
     batcher.close()
     assert model.calls == [1, 2, 3, 2]
     assert not batcher._busy and not batcher._pending and batcher._queued == 0
+
+
+def test_a_gathering_leader_runs_once_every_request_of_the_worker_is_queued():
+    gate = threading.Event()
+    model = RecordingModel(delay=gate)
+    handling = [3]  # requests the worker holds, as instrumentation.HANDLING counts them
+    batcher = BatchingPredictor(model, BatchingConfig(64, 2.0, 10, lambda: handling[0]))
+    with ThreadPoolExecutor(4) as pool:
+        # A batch of two requests puts the batcher under load: the next leader gathers.
+        first = pool.submit(batcher.predict, images_of(1))
+        wait_until_running(batcher)
+        pair = [pool.submit(batcher.predict, images_of(n)) for n in (2, 3)]
+        gate.set()
+        assert [f.result(5)[0, 0] for f in (first, *pair)] == [1, 2, 3]
+        # Far from a full batch, but the worker holds no other request: no 2 s wait.
+        started = time.perf_counter()
+        trio = [pool.submit(batcher.predict, images_of(n)) for n in (4, 5, 6)]
+        assert [f.result(5)[0, 0] for f in trio] == [4, 5, 6]
+        assert time.perf_counter() - started < 1.0
+        # One more request held elsewhere in the worker (it will never queue): the leader
+        # waits out max_wait for it.
+        handling[0] = 4
+        started = time.perf_counter()
+        trio = [pool.submit(batcher.predict, images_of(n)) for n in (7, 8, 9)]
+        assert [f.result(5)[0, 0] for f in trio] == [7, 8, 9]
+        assert time.perf_counter() - started >= 1.9
+    batcher.close()
+    assert model.calls == [1, 2, 3, 3]

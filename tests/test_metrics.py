@@ -22,7 +22,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client.parser import text_string_to_metric_families
 
 from service import metrics
-from service.instrumentation import METHOD_LABELS
+from service.instrumentation import HANDLING, METHOD_LABELS
 from tests.conftest import ROOT, require_program
 from tests.images import encode, garment
 from tests.prometheus import SHIPPED_CONFIG, SHIPPED_TARGET
@@ -153,11 +153,14 @@ def test_errors_are_counted_by_code_and_labels_stay_bounded(
 def test_in_flight_counts_the_request_being_handled(app):
     @app.get("/in-flight-probe")
     def in_flight_probe() -> dict[str, float]:
-        return {"in_flight": sample("fmnist_http_requests_in_flight")}
+        return {"in_flight": sample("fmnist_http_requests_in_flight"), "handling": HANDLING()}
 
-    before = sample("fmnist_http_requests_in_flight")
-    assert app.test_client().get("/in-flight-probe").json == {"in_flight": before + 1}
-    assert sample("fmnist_http_requests_in_flight") == before
+    before, handled = sample("fmnist_http_requests_in_flight"), HANDLING()
+    answer = app.test_client().get("/in-flight-probe").json
+    assert answer == {"in_flight": before + 1, "handling": handled + 1}
+    assert sample("fmnist_http_requests_in_flight") == before and HANDLING() == handled
+    # The count the batcher stops gathering by.
+    assert app.extensions["versions"].batching.requests_in_worker is HANDLING
 
 
 def test_the_buffer_writes_what_observing_and_counting_one_by_one_would():
