@@ -37,17 +37,19 @@ bind = [f"{SETTINGS.host}:{SETTINGS.port}"]
 # (macOS) the option lets every worker bind but does not spread connections.
 reuse_port = SETTINGS.reuse_port and sys.platform == "linux"
 
-# Each worker is a process with its own LiteRT interpreters and model copy (about 85 MiB; no
-# TensorFlow). Measured at concurrency 32 on 2 cores (docs/benchmarks.md, "Workers and
-# threads"): 2 workers (1,184 and 1,338 requests/s in two rounds) beat 1, whose Python is held
-# to one core by its GIL (444 and 596); 3 were level (1,205 and 1,278) for a third more memory.
+# Each worker is a process with its own LiteRT interpreters and model copy (74 to 85 MiB; no
+# TensorFlow: the SavedModel runtime's workers take 572 to 589 MiB). Measured at concurrency 32
+# on 2 cores (docs/benchmarks.md, "Workers and threads"): 2 workers (1,279 and 1,166
+# requests/s in two rounds) beat 1, whose Python is held to one core by its GIL (502 and 501);
+# 3 were level (1,260 and 1,239) for half as much memory again.
 workers = SETTINGS.workers
 
 # gthread: threads overlap request parsing with inference, and every request waiting in a
 # worker can join its next model call. 16 threads (FMNIST_THREADS) measured among the best
-# (1,184 and 1,338 requests/s in two rounds; 8: 1,055 and 1,336; 4: 961 and 1,246; 32: 1,102
-# and 1,187); 16 lets up to 16 requests share a call and a slow client holds one thread of
-# many.
+# (1,279 and 1,166 requests/s in two rounds; 8: 1,257 and 1,232; 32: 1,229 and 1,250; 4: 1,179
+# and 1,157); 16 lets up to 16 requests share a call and a slow client holds one thread of
+# many. One model thread (FMNIST_TF_THREADS=1): two gained nothing (1,245 and 1,183), as both
+# cores are already busy with the workers' Python.
 worker_class = "gthread"
 threads = SETTINGS.threads
 
