@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.ablation import PARTS, environment  # noqa: E402
+from tests.procfs import client_sockets  # noqa: E402
 
 CONCURRENCY = (1, 8, 32)
 SLICES = 5  # slices of load per server and level, round-robin among a phase's servers
@@ -167,24 +168,7 @@ class Server:
 
     def connections_per_worker(self) -> list[int]:
         """How many connected TCP sockets each worker holds now, fewest first."""
-        established = {
-            fields[9]
-            for table in ("/proc/net/tcp", "/proc/net/tcp6")
-            for fields in (line.split() for line in Path(table).read_text().splitlines()[1:])
-            if fields[3] == "01"  # ESTABLISHED
-        }
-        counts = []
-        for pid in self.worker_pids():
-            inodes = set()
-            for fd in Path(f"/proc/{pid}/fd").iterdir():
-                try:
-                    target = os.readlink(fd)
-                except OSError:  # closed meanwhile
-                    continue
-                if target.startswith("socket:["):
-                    inodes.add(target[len("socket:[") : -1])
-            counts.append(len(inodes & established))
-        return sorted(counts)
+        return sorted(client_sockets(int(pid)) for pid in self.worker_pids())
 
     def worker_rss_mib(self) -> list[float]:
         """Resident memory of each worker process, in MiB."""
@@ -252,15 +236,16 @@ def busy_cpu_seconds() -> float:
     return (sum(fields[:8]) - idle - iowait) / os.sysconf("SC_CLK_TCK")
 
 
-def start(servers: dict[str, tuple[dict[str, str], str | None]]) -> dict[str, Server]:
-    """Start each server alone, one after another (its cold start unshared), and warm it up."""
+def start(
+    servers: dict[str, tuple[dict[str, str], str | None]], body_file: Path | list[Path]
+) -> dict[str, Server]:
+    """Start each server alone, one after another (its cold start unshared), and warm it up
+    with the body file (or files)."""
     started: dict[str, Server] = {}
     try:
         for name, (env, app) in servers.items():
             progress(f"starting {name}")
             started[name] = Server(env, app)
-        body_file = Path(tempfile.mkdtemp(prefix="bench-warmup-")) / "body.bin"
-        body_file.write_bytes(multipart_body(sample_png()))
         for server in started.values():
             wrk(server.url, body_file, 8, 2)
     except BaseException:
@@ -289,11 +274,12 @@ def interleaved(
     for index in range(SLICES):
         for name, server in servers.items():
             held: list[list[int]] = []
-            watch = connection_count(server, seconds / SLICES / 2, held)
+            watch = None
             if concurrency == max(CONCURRENCY):
+                watch = connection_count(server, seconds / SLICES / 2, held)
                 watch.start()
             result = wrk(server.url, body_file, concurrency, seconds / SLICES, histogram=True)
-            if watch.ident is not None:  # started
+            if watch is not None:
                 watch.join()
             result["connections_per_worker"] = held[0] if held else None
             slices[name].append(result)
@@ -433,7 +419,7 @@ def sweep(seconds: int, model_dir: Path, body_file: Path) -> list[dict]:
     rows = []
     for round_ in range(1, SWEEP_ROUNDS + 1):
         env = {"FMNIST_MODEL_DIR": str(model_dir), "FMNIST_BATCHING": "true"}
-        servers = start({sweep_name(c): ({**env, **c}, None) for c in SWEEP})
+        servers = start({sweep_name(c): ({**env, **c}, None) for c in SWEEP}, body_file)
         try:
             measured = interleaved(servers, body_file, 32, seconds, f"sweep round {round_}")
         finally:
@@ -448,7 +434,7 @@ def without_parts(env: dict[str, str], body_file: Path, seconds: int, round_: in
     servers = {"floor": (env, "benchmarks.floor_app:create_app()"), "service": (env, None)}
     servers.update({"+".join(parts): ({**env, **environment(parts)}, None) for parts in WITHOUT})
     servers[SHARED_SOCKET] = ({**env, "FMNIST_REUSE_PORT": "false"}, None)
-    started = start(servers)
+    started = start(servers, body_file)
     try:
         return interleaved(started, body_file, 32, seconds, f"round {round_}, without parts")
     finally:
@@ -473,7 +459,7 @@ def run(seconds: int, model_dir: Path, settings: dict[str, str], with_sweep: boo
         "rounds": [],
     }
     for round_ in range(1, ROUNDS + 1):
-        servers = start({name: ({**env, **extra}, app) for name, extra, app in SERVERS})
+        servers = start({name: ({**env, **extra}, app) for name, extra, app in SERVERS}, body_file)
         try:
             measured: dict = {
                 name: {

@@ -117,7 +117,8 @@ def end_to_end(model_dirs: dict[str, Path], uploads: list[Path], seconds: int) -
     rows = []
     for round_ in range(1, ROUNDS + 1):
         servers = start(
-            {name: ({"FMNIST_MODEL_DIR": str(d)}, None) for name, d in model_dirs.items()}
+            {name: ({"FMNIST_MODEL_DIR": str(d)}, None) for name, d in model_dirs.items()},
+            uploads,
         )
         try:
             for concurrency in (1, 32):

@@ -403,17 +403,24 @@ def test_an_interrupted_retry_one_by_one_leaves_no_request_unanswered():
     assert not batcher._busy and not batcher._pending and batcher._queued == 0
 
 
+def put_under_load(
+    batcher: BatchingPredictor, pool: ThreadPoolExecutor, gate: threading.Event
+) -> None:
+    """Serve requests 1, then 2 and 3 in one batch (the model held at `gate` meanwhile): a
+    batch of two requests puts the batcher under load, so that its next leader gathers."""
+    first = pool.submit(batcher.predict, images_of(1))
+    wait_until_running(batcher)
+    pair = [pool.submit(batcher.predict, images_of(n)) for n in (2, 3)]
+    gate.set()
+    assert [f.result(5)[0, 0] for f in (first, *pair)] == [1, 2, 3]
+
+
 def test_a_gathering_leader_runs_once_its_batch_is_full_and_counts_no_request_that_left():
     gate = threading.Event()
     model = RecordingModel(delay=gate)
     batcher = BatchingPredictor(model, BatchingConfig(3, 0.5, 10))
     with ThreadPoolExecutor(4) as pool:
-        # A batch of two requests puts the batcher under load: the next leader gathers.
-        first = pool.submit(batcher.predict, images_of(1))
-        wait_until_running(batcher)
-        pair = [pool.submit(batcher.predict, images_of(n)) for n in (2, 3)]
-        gate.set()
-        assert [f.result(5)[0, 0] for f in (first, *pair)] == [1, 2, 3]
+        put_under_load(batcher, pool, gate)
         # A full batch ends the gathering wait at once, long before max_wait.
         started = time.perf_counter()
         full = [pool.submit(batcher.predict, images_of(n)) for n in (4, 5, 6)]
@@ -440,12 +447,7 @@ def test_a_gathering_leader_runs_once_every_request_of_the_worker_is_queued():
     handling = [3]  # requests the worker holds, as instrumentation.HANDLING counts them
     batcher = BatchingPredictor(model, BatchingConfig(64, 2.0, 10, lambda: handling[0]))
     with ThreadPoolExecutor(4) as pool:
-        # A batch of two requests puts the batcher under load: the next leader gathers.
-        first = pool.submit(batcher.predict, images_of(1))
-        wait_until_running(batcher)
-        pair = [pool.submit(batcher.predict, images_of(n)) for n in (2, 3)]
-        gate.set()
-        assert [f.result(5)[0, 0] for f in (first, *pair)] == [1, 2, 3]
+        put_under_load(batcher, pool, gate)
         # Far from a full batch, but the worker holds no other request: no 2 s wait.
         started = time.perf_counter()
         trio = [pool.submit(batcher.predict, images_of(n)) for n in (4, 5, 6)]

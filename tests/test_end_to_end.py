@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import socket
 import time
-from pathlib import Path
 
 import pytest
 import requests
 
 from tests.images import catalogue_photo, encode, garment
+from tests.procfs import client_sockets
 from tests.test_metrics import worker_pids
 
 pytestmark = pytest.mark.slow
@@ -146,19 +145,3 @@ def test_kept_alive_connections_are_spread_over_both_workers(live_server):
         assert len(held) == 2 and sum(held.values()) == 32, held
         # By hash, fewer than 5 of 32 on one worker happens about once in 10^5 bursts.
         assert min(held.values()) >= 5, held
-
-
-def client_sockets(pid: int) -> int:
-    """How many connected TCP sockets a process holds (its listening socket left out)."""
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        target = os.readlink(fd)
-        if target.startswith("socket:["):
-            inodes.add(target[len("socket:[") : -1])
-    established = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[9] in inodes and fields[3] == "01":  # state 01: ESTABLISHED
-                established += 1
-    return established

@@ -105,11 +105,3 @@ class MirrorAveraged(keras.Model):
         averaged = tf.gather_nd(first, unsure)
         averaged += weight[:, tf.newaxis] / 2 * (second - averaged)
         return tf.tensor_scatter_nd_update(first, unsure, averaged)
-
-
-def with_mirror_averaging(
-    model: keras.Model, ramp: tuple[float, float] | None = None
-) -> keras.Model:
-    """Wrap `model` to average its probabilities for each image and its mirror image (with a
-    ramp: only where it is unsure)."""
-    return MirrorAveraged(model, ramp)

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from training.data import CLASS_NAMES, DatasetError, load_fashion_mnist, stratified_split
 from training.export import INPUT_SPEC, OUTPUT_SPEC, SIGNATURE_NAME, export, load_network
-from training.models import with_mirror_averaging
+from training.models import MirrorAveraged
 from training.train import TrainConfig, TrainResult, evaluate, predict_probabilities, train
 
 MODEL_NAME = "fashion_mnist"
@@ -94,7 +94,7 @@ def run(
 
 def export_model(network: keras.Model, config: TrainConfig) -> keras.Model:
     """What a version serves: the network, mirror averaged unless switched off."""
-    return with_mirror_averaging(network, config.mirror_ramp) if config.mirror_average else network
+    return MirrorAveraged(network, config.mirror_ramp) if config.mirror_average else network
 
 
 def reexport(
