@@ -13,9 +13,10 @@ import socket
 import time
 from typing import Any
 
+from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import ClientDisconnected
 
-from service.errors import DeadlineExceeded, RequestTimeout
+from service.errors import DeadlineExceeded, MalformedRequest, RequestTimeout
 
 # The shortest socket timeout set; zero would make the socket non-blocking instead.
 MIN_SOCKET_TIMEOUT = 0.001
@@ -65,7 +66,8 @@ class BodyReads:
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: Any
     ) -> bool:
-        """Put the socket back in blocking mode; turn a read that timed out into a 408."""
+        """Put the socket back in blocking mode; turn a read that timed out into a 408, and a
+        body whose framing is broken into a 400."""
         if self.sock is not None:
             self.sock.settimeout(None)  # gunicorn writes the response on a blocking socket
         # Werkzeug reports any failed read as a disconnect; a timeout is the deadline's.
@@ -73,4 +75,18 @@ class BodyReads:
             raise RequestTimeout(
                 f"The request body did not arrive within {self.deadline.seconds:g}s."
             ) from None
+        # A chunked body cut short (Werkzeug's disconnect), or chunk framing gunicorn's parser
+        # refuses as it reads (a chunk size that is not hex, a chunk without its CRLF): Werkzeug
+        # catches only OSError and ValueError, so gunicorn's parse errors reach us as they are.
+        if isinstance(error, ClientDisconnected | ParseException):
+            raise MalformedRequest(
+                f"The request body's framing is broken: {_reason(error)}"
+            ) from None
         return False
+
+
+def _reason(error: BaseException) -> str:
+    """What was wrong with the body, in a few words."""
+    if isinstance(error, ParseException):
+        return f"{type(error).__name__} ({str(error)[:80]})."
+    return "it ended before its last chunk."

@@ -7,10 +7,10 @@ import secrets
 import threading
 import time
 
-import orjson
 from flask import Flask, Request, Response, g, request
 
 from service import metrics
+from service.jsonio import dump
 
 access_log = logging.getLogger("service.access")
 
@@ -92,7 +92,7 @@ def _finish(response: Response) -> Response:
     response.headers["X-Request-ID"] = request_id
     if access_log.isEnabledFor(logging.INFO):  # the line is built only to be written
         access_log.info(
-            orjson.dumps(
+            dump(
                 {
                     "request_id": request_id or None,
                     "remote_addr": req.remote_addr,

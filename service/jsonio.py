@@ -38,9 +38,14 @@ class OrjsonProvider(JSONProvider):
 
 
 def dump(obj: Any) -> bytes:
-    """`obj` as compact JSON in UTF-8; integers beyond 64 bits, which orjson refuses, through
-    the standard library."""
+    """`obj` as compact JSON in UTF-8.
+
+    What orjson refuses goes through the standard library, escaped to ASCII: integers beyond 64
+    bits (a Content-Length of 10**20 in an access-log line) and strings holding a lone surrogate
+    (an inference request's "id": "\\ud800", valid JSON, echoed back), which have no UTF-8 form
+    but a JSON one, the escape the client sent.
+    """
     try:
         return orjson.dumps(obj)
-    except TypeError:
-        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    except TypeError:  # orjson.JSONEncodeError
+        return json.dumps(obj, separators=(",", ":")).encode()

@@ -405,7 +405,7 @@ def parameters(settings: Settings) -> dict[str, Any]:
         "v2_name": path_parameter(
             "name", {"type": "string", "pattern": "^[^/]+$"}, settings.model_name, name
         ),
-        # Werkzeug's int converter takes digits, no sign: -1 matches no route (404 not_found).
+        # ASCII digits, no sign (tf_serving.Version): -1 matches no route (404 not_found).
         "tf_version": path_parameter(
             "version", {"type": "integer", "minimum": 0}, EXAMPLE_VERSION, version
         ),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import time
 
 import numpy as np
 import pytest
@@ -444,3 +445,135 @@ def test_a_rejected_body_does_not_break_the_next_request_on_the_connection(live_
                 timeout=30,
             )
             assert after.status_code == 200
+
+
+def chunked(path: str, body: bytes, content_type: str = "image/png") -> bytes:
+    """A POST whose body is sent as given, framed as chunked (the framing may be broken)."""
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+        "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    ).encode() + body
+
+
+def with_length(method: str, path: str, length: str, body: bytes = b"") -> bytes:
+    """A request declaring any Content-Length text, with `body` after its headers."""
+    return (
+        f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {length}\r\nConnection: close\r\n\r\n"
+    ).encode() + body
+
+
+def v2_infer(request_id: str) -> bytes:
+    """An Open Inference Protocol request whose "id" is the given JSON string text."""
+    pixels = ",".join(["0"] * 28 * 28)
+    text = (
+        f'{{"id": "{request_id}", "inputs": [{{"name": "images", "datatype": "UINT8", '
+        f'"shape": [1, 28, 28], "data": [{pixels}]}}]}}'
+    ).encode()
+    return with_length("POST", "/v2/models/fashion_mnist/infer", str(len(text)), text)
+
+
+HUGE_LENGTH = "100000000000000000000"  # 10**20: more than 64 bits
+FULLWIDTH_ONE = "%EF%BC%91"  # U+FF11, a digit to Python's str.isdigit and to regex \d
+PREDICT, V1_PREDICT, V2_INFER = (
+    "/predict",
+    "/v1/models/fashion_mnist:predict",
+    "/v2/models/fashion_mnist/infer",
+)
+
+# Requests broken below the level requests can send: framing, lengths, escapes, path digits.
+# Each: (id, raw bytes, closes its sending side early, status, code).
+RAW_CASES = [
+    *[
+        (f"chunk_size_{name}_{route}", chunked(path, body), False, 400, "malformed_request")
+        for route, path in (("predict", PREDICT), ("v1", V1_PREDICT), ("v2", V2_INFER))
+        for name, body in (
+            ("not_hex", b"zz\r\nabc\r\n0\r\n\r\n"),
+            ("negative", b"-3\r\nabc\r\n0\r\n\r\n"),
+            ("empty_extension_name", b"3;=x\r\nabc\r\n0\r\n\r\n"),
+            ("without_crlf", b"3\r\nabcXY0\r\n\r\n"),
+            ("content_length_trailer", b"3\r\nabc\r\n0\r\nContent-Length: 5\r\n\r\n"),
+        )
+    ],
+    ("chunked_cut_mid_chunk", chunked(PREDICT, b"10\r\nabc"), True, 400, "malformed_request"),
+    ("huge_length_healthz", with_length("GET", "/healthz", HUGE_LENGTH), False, 200, None),
+    ("huge_length_readyz", with_length("GET", "/readyz", HUGE_LENGTH), False, 200, None),
+    (
+        "huge_length_predict",
+        with_length("POST", PREDICT, HUGE_LENGTH),
+        False,
+        413,
+        "body_too_large",
+    ),
+    ("huge_length_v2", with_length("POST", V2_INFER, HUGE_LENGTH), False, 413, "body_too_large"),
+    ("v2_id_lone_surrogate", v2_infer("\\ud800"), False, 200, None),
+    (
+        "v1_fullwidth_version",
+        with_length(
+            "POST", f"/v1/models/fashion_mnist/versions/{FULLWIDTH_ONE}:predict", "2", b"{}"
+        ),
+        False,
+        404,
+        "not_found",
+    ),
+    (
+        "v1_fullwidth_version_metadata",
+        with_length("GET", f"/v1/models/fashion_mnist/versions/{FULLWIDTH_ONE}/metadata", "0"),
+        False,
+        404,
+        "not_found",
+    ),
+    (
+        "v2_fullwidth_version",
+        with_length("POST", f"/v2/models/fashion_mnist/versions/{FULLWIDTH_ONE}/infer", "2", b"{}"),
+        False,
+        404,
+        "model_version_not_found",
+    ),
+]
+
+
+def raw_exchange(port: int, request: bytes, half_close: bool) -> tuple[int, bytes]:
+    """Send raw bytes (then, if asked, end the sending side), read the answer to its close."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(request)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "half_close", "status", "code"),
+    [case[1:] for case in RAW_CASES],
+    ids=[case[0] for case in RAW_CASES],
+)
+def test_a_request_broken_below_http_libraries_gets_its_4xx(
+    live_server, request_bytes, half_close, status, code
+):
+    answer_status, body = raw_exchange(live_server.port, request_bytes, half_close)
+    assert answer_status == status, body[:300]
+    if code is not None:
+        assert json.loads(body)["code"] == code
+    assert b"Traceback" not in body
+
+
+def test_a_content_length_beyond_64_bits_is_logged_once(live_server):
+    request_id = "huge-length-" + np.random.default_rng().bytes(8).hex()
+    request = with_length("GET", "/healthz", HUGE_LENGTH).replace(
+        b"Host: x\r\n", f"Host: x\r\nX-Request-ID: {request_id}\r\n".encode()
+    )
+    assert raw_exchange(live_server.port, request, False)[0] == 200
+
+    def logged() -> list[dict]:
+        lines = live_server.log_path.read_text(errors="replace").splitlines()
+        return [json.loads(line) for line in lines if request_id in line]
+
+    deadline = time.monotonic() + 10  # the access log is written by a thread, in batches
+    while not logged() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (line,) = logged()
+    assert line["status"] == 200 and line["request_bytes"] == int(HUGE_LENGTH)

@@ -26,3 +26,11 @@ def test_floats_and_order_read_back_as_the_standard_librarys():
 
 def test_integers_beyond_64_bits_are_written_too():
     assert json.loads(dump({"n": 10**30, "m": [-(2**64)]})) == {"n": 10**30, "m": [-(2**64)]}
+
+
+def test_a_lone_surrogate_is_written_as_its_escape():
+    # Valid JSON a client may send ("id": "\ud800"), with no UTF-8 form: written back escaped.
+    value = json.loads('{"id": "\\ud800x", "n": 100000000000000000000}')
+    text = dump(value)
+    assert text.isascii() and b"\\ud800x" in text
+    assert json.loads(text) == value

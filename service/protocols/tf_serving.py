@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
-from werkzeug.routing import BaseConverter
+from werkzeug.routing import BaseConverter, IntegerConverter
 
 from service.contract import TF_PREDICT_REFUSALS, TfPredictRequest, read
 from service.dataplane import dataplane
@@ -43,9 +43,19 @@ class ModelName(BaseConverter):
     regex = "[^/:]+"
 
 
+class Version(IntegerConverter):
+    """A version number in ASCII digits: Werkzeug's int converter matches any Unicode digit
+    (its regex is \\d+), so /versions/%EF%BC%91 (a fullwidth one) was version 1 here, while
+    /v2 refuses it."""
+
+    regex = "[0-9]+"
+
+
 v1 = Blueprint("tf_serving", __name__, url_prefix="/v1/models")
-# Recorded before the routes below, so the converter is in the app's map when they are added.
-v1.record_once(lambda state: state.app.url_map.converters.setdefault("model_name", ModelName))
+# Recorded before the routes below, so the converters are in the app's map when they are added.
+v1.record_once(
+    lambda state: state.app.url_map.converters.update(model_name=ModelName, version=Version)
+)
 
 OK = {"error_code": "OK", "error_message": ""}
 # What each route can answer besides 200, for service/openapi.py (with /versions/N, also
@@ -65,7 +75,7 @@ PREDICT_ERRORS = (
 
 
 @v1.get("/<model_name:name>", defaults={"version": None})
-@v1.get("/<model_name:name>/versions/<int:version>")
+@v1.get("/<model_name:name>/versions/<version:version>")
 def model_status(name: str, version: int | None) -> Response:
     """Each version's state (TF Serving's GetModelStatusResponse), and the version's metadata."""
     dataplane().model(name)  # 404 for another name, 503 while loading
@@ -93,7 +103,7 @@ def model_status(name: str, version: int | None) -> Response:
 
 
 @v1.get("/<model_name:name>/metadata", defaults={"version": None})
-@v1.get("/<model_name:name>/versions/<int:version>/metadata")
+@v1.get("/<model_name:name>/versions/<version:version>/metadata")
 def model_metadata(name: str, version: int | None) -> Response:
     """The serving signature, as TF Serving's GetModelMetadataResponse shows it."""
     model = dataplane().model(name, version)
@@ -108,7 +118,7 @@ def model_metadata(name: str, version: int | None) -> Response:
 
 
 @v1.post("/<model_name:name>:predict", defaults={"version": None})
-@v1.post("/<model_name:name>/versions/<int:version>:predict")
+@v1.post("/<model_name:name>/versions/<version:version>:predict")
 def predict(name: str, version: int | None) -> Response:
     """Classify a batch: "instances" answer "predictions", "inputs" answer "outputs"."""
     plane = dataplane()
