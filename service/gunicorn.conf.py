@@ -49,8 +49,11 @@ workers = SETTINGS.workers
 # (1,279 and 1,166 requests/s in two rounds; 8: 1,257 and 1,232; 32: 1,229 and 1,250; 4: 1,179
 # and 1,157); 16 lets up to 16 requests share a call and a slow client holds one thread of
 # many. One model thread (FMNIST_TF_THREADS=1): two gained nothing (1,245 and 1,183), as both
-# cores are already busy with the workers' Python.
-worker_class = "gthread"
+# cores are already busy with the workers' Python. gthread's own class hands each new connection
+# to a thread that waits for its first bytes; this one parks it in the poller until they come, so
+# a client that connects and sends nothing holds no thread (service/worker.py; docs/security.md,
+# "Slow clients and the front door").
+worker_class = "service.worker.ParkingThreadWorker"
 threads = SETTINGS.threads
 
 # Kill a worker stuck longer than this; converting and loading the model takes a few seconds
@@ -60,7 +63,8 @@ timeout = SETTINGS.timeout
 # Let in-flight requests finish on SIGTERM before workers exit.
 graceful_timeout = SETTINGS.graceful_timeout
 
-# Keep-alive for clients and load balancers that reuse connections.
+# Keep-alive for clients and load balancers that reuse connections; also how long a new
+# connection may stay silent before it is closed (service/worker.py).
 keepalive = 5
 
 # Off: each worker loads its model after the fork (interpreter and thread pools do not survive

@@ -1,5 +1,5 @@
-"""Faults with a real gunicorn: killed workers, shutdown, slow clients, stalled bodies on every
-route that reads one, requests over time.
+"""Faults with a real gunicorn: killed workers, shutdown, slow and silent clients, stalled bodies
+on every route that reads one, requests over time.
 
 Each test starts its own server (bin/serve), because the faults damage it. Load comes from a
 few bounded threads on 127.0.0.1.
@@ -25,6 +25,7 @@ from PIL import Image
 
 from tests.conftest import LiveServer
 from tests.images import encode, garment
+from tests.slow_clients import SlowClients, probe
 
 pytestmark = pytest.mark.slow
 
@@ -211,6 +212,21 @@ def test_slow_clients_do_not_block_other_clients(deadline_server):
     for sock in slow:
         status, body = read_response(sock)
         assert status == 200, body
+
+
+def test_silent_connections_hold_no_thread(deadline_server):
+    # Three times as many connections as the worker has threads, none sending a byte. gthread's
+    # own worker class gave each a thread for 5 s (its first-bytes wait), so the probes queued
+    # behind them waited 5 s and more; service/worker.py parks them in the poller instead.
+    count = 12
+    with SlowClients(deadline_server.port, "silent", count) as silent:
+        time.sleep(0.5)  # every silent connection is accepted
+        probes = [probe(deadline_server.url, timeout=20) for _ in range(3)]
+        assert [p.status for p in probes] == [200] * 3, probes
+        assert max(p.seconds for p in probes) < 2.5, probes
+        # Closed after `keepalive` (5 s) of silence, as gthread closes the connections it defers.
+        wait_for(lambda: len(silent.cuts) == count, 15, f"not all cut: {silent.cuts}")
+    assert all(4.5 < seconds < 10 for seconds in silent.cut_seconds()), silent.cut_seconds()
 
 
 def test_a_stalled_upload_gets_a_408_at_the_deadline(deadline_server):
