@@ -156,7 +156,7 @@ def test_tf_serving_predict_row_and_columnar(live_server):
     ).json()["predictions"]
     assert np.asarray(rows).shape == (3, CLASS_COUNT)
     for other in (named_rows, columns, bare_columns, versioned):
-        np.testing.assert_allclose(other, rows, atol=1e-7)
+        np.testing.assert_allclose(other, rows, atol=1e-6)
 
 
 @pytest.mark.slow
@@ -357,7 +357,7 @@ def test_v2_binary_request_and_flat_json_agree(client):
         f"/v2/models/{MODEL}/infer",
         json=v2_input(image.ravel().tolist(), [1, 28, 28], "FP32"),
     ).json["outputs"][0]["data"]
-    np.testing.assert_allclose(from_binary, flat, atol=1e-7)
+    np.testing.assert_allclose(from_binary, flat, atol=1e-6)
 
 
 @pytest.mark.parametrize(
