@@ -162,9 +162,18 @@ def to_grayscale(image: Image.Image) -> np.ndarray:
 
 def _scale_high_depth(pixels: np.ndarray) -> np.ndarray:
     """Map 16-bit (or float) intensities onto 0 to 255 instead of clipping them."""
+    if pixels.dtype.kind == "u" and pixels.dtype.itemsize == 2:
+        # Each of the 65,536 values scaled once, then looked up: the float32 steps below
+        # without a float copy of a large image (docs/security.md, decoding budget).
+        top = 65535.0 if pixels.max(initial=0) > 255 else 255.0
+        return _to_bytes(np.arange(65536, dtype=np.float32), top)[pixels]
     # float32 and in-place steps: a 25-megapixel image must not cost gigabytes.
     pixels = np.nan_to_num(pixels.astype(np.float32), nan=0.0, posinf=65535.0, neginf=0.0)
-    top = 65535.0 if pixels.max(initial=0) > 255 else 255.0
+    return _to_bytes(pixels, 65535.0 if pixels.max(initial=0) > 255 else 255.0)
+
+
+def _to_bytes(pixels: np.ndarray, top: float) -> np.ndarray:
+    """Scale float32 intensities from 0 to `top` onto 0 to 255, in place, and round to uint8."""
     pixels *= 255.0 / top
     np.clip(np.rint(pixels, out=pixels), 0, 255, out=pixels)
     return pixels.astype(np.uint8)
@@ -228,8 +237,11 @@ def _black_background(gray: np.ndarray) -> np.ndarray:
     level = int(np.median(gray[[0, 0, -1, -1], [0, -1, 0, -1]]))
     if level == 0 or level >= 255:
         return gray
-    stretched = (gray.astype(np.float32) - level) * (255.0 / (255 - level))
-    return np.clip(np.rint(stretched), 0, 255).astype(np.uint8)
+    # The stretch of each of the 256 values, looked up: the same float32 arithmetic as on the
+    # whole image, without a float copy of a large one (docs/security.md, decoding budget).
+    values = np.arange(256, dtype=np.float32)
+    table = np.clip(np.rint((values - level) * (255.0 / (255 - level))), 0, 255)
+    return table.astype(np.uint8)[gray]
 
 
 def pixels_from_array(instance: Any) -> np.ndarray:

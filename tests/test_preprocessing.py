@@ -13,6 +13,7 @@ from PIL import Image, PngImagePlugin
 
 from service import errors
 from service.preprocessing import (
+    _black_background,
     decode_image,
     has_light_background,
     pixels_from_array,
@@ -270,3 +271,32 @@ def test_pillows_own_bomb_guard_refuses_even_under_a_raised_pixel_limit(width, h
     assert width * height > Image.MAX_IMAGE_PIXELS
     with pytest.raises(errors.ImageTooLarge):
         decode_image(hostile.png_declaring(width, height), 10**9, 20.0)
+
+
+def stretch_in_float32(gray: np.ndarray) -> np.ndarray:
+    """The black-level stretch computed on the whole image in float32, as it once was."""
+    level = int(np.median(gray[[0, 0, -1, -1], [0, -1, 0, -1]]))
+    if level == 0 or level >= 255:
+        return gray
+    stretched = (gray.astype(np.float32) - level) * (255.0 / (255 - level))
+    return np.clip(np.rint(stretched), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("level", [0, 1, 17, 128, 200, 254, 255])
+def test_the_black_level_stretch_by_table_equals_float32_arithmetic(level):
+    gray = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    gray[[0, 0, -1, -1], [0, -1, 0, -1]] = level
+    assert np.array_equal(_black_background(gray), stretch_in_float32(gray))
+
+
+def scale_in_float32(pixels: np.ndarray) -> np.ndarray:
+    """16-bit intensities scaled to 8 bits in float32 over the whole image, as they once were."""
+    scaled = pixels.astype(np.float32)
+    scaled *= 255.0 / (65535.0 if scaled.max() > 255 else 255.0)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("top", [255, 65535])
+def test_16_bit_scaling_by_table_equals_float32_arithmetic(top):
+    pixels = np.arange(top + 1, dtype=np.uint16).reshape(-1, 256)
+    assert np.array_equal(to_grayscale(Image.fromarray(pixels)), scale_in_float32(pixels))
