@@ -221,7 +221,8 @@ def framings(draw: st.DrawFn, body: bytes) -> tuple[list[str], bytes]:
 def requests_bytes(draw: st.DrawFn) -> bytes:
     """One whole HTTP/1.1 request, as bytes."""
     path, method = draw(paths())
-    method = draw(st.sampled_from([method, method, "PUT", "HEAD", "OPTIONS", "DELETE", "BREW"]))
+    # Mostly the route's own method, so that most requests reach the route's code.
+    method = draw(st.sampled_from([method] * 6 + ["PUT", "HEAD", "OPTIONS", "DELETE", "BREW"]))
     body, content_type = draw(bodies())
     headers, framed = draw(framings(body))
     latin1 = st.text(st.characters(min_codepoint=32, max_codepoint=255), max_size=40)
@@ -261,6 +262,8 @@ def test_the_fuzzed_routes_are_the_apps_routes(app):
 @given(request=requests_bytes())
 def test_no_request_gets_a_5xx_or_a_traceback(live_server, request):
     answer = exchange(live_server.port, request)
+    while answer.startswith(b"HTTP/1.1 1"):  # 100 Continue, for "Expect: 100-continue"
+        answer = answer.partition(b"\r\n\r\n")[2]
     if answer:  # gunicorn may close a connection it cannot parse without a word
         status = int(answer.split(b" ", 2)[1])
         assert status < 500, (request[:600], answer[:600])
