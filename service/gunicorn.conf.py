@@ -64,7 +64,9 @@ timeout = SETTINGS.timeout
 graceful_timeout = SETTINGS.graceful_timeout
 
 # Keep-alive for clients and load balancers that reuse connections; also how long a new
-# connection may stay silent before it is closed (service/worker.py).
+# connection may stay silent before it is closed (service/worker.py). The front door's
+# upstream keepalive_timeout (deploy/nginx/fashion-mnist.conf) stays below it, so nginx never
+# sends a request on a connection gunicorn is closing.
 keepalive = 5
 
 # Off: each worker loads its model after the fork (interpreter and thread pools do not survive

@@ -19,7 +19,7 @@ from typing import Any
 import requests
 import yaml
 
-from tests.container import ROOT, compose
+from tests.container import ROOT, compose, service_port_defaults
 
 # python:3.11-slim cannot be pulled where no registry is reachable: Debian 12's Python is 3.11 too.
 BASE_IMAGE = "localhost/base-py311:bookworm"
@@ -166,8 +166,10 @@ def api_compose_file(folder: Path, host_port: int) -> Path:
     # The test built IMAGE on the stand-in base; compose would build on the unpullable default.
     del api["build"]
     api["image"] = IMAGE
-    # Another server may hold the host's 8000: only the host side of the mapping moves.
-    api["ports"] = [f"{host_port}:{port.split(':')[-1]}" for port in api["ports"]]
+    # Compose publishes the API only through nginx; alone, the service's API port is published
+    # for the test to reach, on a free host port (another server may hold the host's 8000).
+    assert "ports" not in api, "the api service publishes nothing; nginx is the front door"
+    api["ports"] = [f"{host_port}:{service_port_defaults()['api']}"]
     path = folder / "docker-compose.yml"
     path.write_text(yaml.safe_dump({"services": {"api": api}}))
     return path

@@ -1,5 +1,5 @@
-"""docker-compose.yml and what it mounts (Prometheus's configuration, Grafana's provisioning),
-checked where no Docker engine runs."""
+"""docker-compose.yml and what it mounts (nginx's front door, Prometheus's configuration,
+Grafana's provisioning), checked where no Docker engine runs."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests import container
+from tests import container, nginx
 from tests.conftest import ROOT, require_program
 from tests.grafana import GRAFANA_DIR, load_dashboard, panels
 
 PINNED_IMAGE = re.compile(r"^[\w./-]+:(?P<tag>[\w.-]+)@sha256:[0-9a-f]{64}$")
+EXACT_NGINX = re.compile(r"^nginx:\d+\.\d+\.\d+(-alpine)?(@sha256:[0-9a-f]{64})?$")
 
 
 def services() -> dict:
@@ -32,17 +33,40 @@ def mounts(service: str) -> dict[str, str]:
     return result
 
 
-def test_the_stack_is_the_api_prometheus_and_grafana():
-    assert set(services()) == {"api", "prometheus", "grafana"}
+def test_the_stack_is_the_api_behind_nginx_prometheus_and_grafana():
+    assert set(services()) == {"api", "nginx", "prometheus", "grafana"}
 
 
-def test_api_is_built_from_the_dockerfile_and_publishes_only_the_api_port():
+def test_api_is_built_from_the_dockerfile_and_publishes_nothing():
     api = services()["api"]
     ports = container.service_port_defaults()
     assert api["build"] == "."
-    assert api["ports"] == [f"{ports['api']}:{ports['api']}"]
-    assert str(ports["metrics"]) in map(str, api["expose"])
-    assert all(str(ports["metrics"]) not in str(port) for port in api["ports"])
+    # Clients reach it through nginx, Prometheus scrapes it: both inside the compose network.
+    assert "ports" not in api
+    assert set(map(str, api["expose"])) == {str(ports["api"]), str(ports["metrics"])}
+
+
+def test_nginx_is_the_official_image_at_an_exact_release():
+    image = services()["nginx"]["image"]
+    assert EXACT_NGINX.match(image), f"{image}: nginx:MAJOR.MINOR.PATCH[-alpine], no moving tag"
+
+
+def test_nginx_publishes_the_api_on_its_port_and_proxies_the_api_service():
+    ports = container.service_port_defaults()
+    published = [port for service in services().values() for port in service.get("ports", [])]
+    (api_port,) = [port for port in published if port.split(":")[0] == str(ports["api"])]
+    assert services()["nginx"]["ports"] == [api_port] == [f"{ports['api']}:{nginx.SHIPPED_LISTEN}"]
+    assert nginx.SHIPPED_UPSTREAM == f"api:{ports['api']}"
+    assert services()["nginx"]["depends_on"]["api"]["condition"] == "service_healthy"
+
+
+def test_nginx_mounts_the_front_door_configuration_read_only():
+    (volume,) = services()["nginx"]["volumes"]
+    assert volume.endswith(":ro")
+    # Inside the image's http block, in place of its default server.
+    config = mounts("nginx")["/etc/nginx/conf.d/default.conf"]
+    assert config == nginx.SHIPPED_CONFIG.relative_to(ROOT).as_posix()
+    assert services()["nginx"]["read_only"] is True
 
 
 def test_api_healthcheck_is_the_images_healthcheck():
@@ -63,7 +87,7 @@ def test_api_is_hardened_and_bounded():
     assert api["cap_drop"] == ["ALL"]
 
 
-@pytest.mark.parametrize("name", ["api", "prometheus", "grafana"])
+@pytest.mark.parametrize("name", ["api", "nginx", "prometheus", "grafana"])
 def test_every_service_has_a_healthcheck_and_a_restart_policy(name):
     service = services()[name]
     healthcheck = service.get("healthcheck", {"test": ["CMD", *container.healthcheck_command()]})

@@ -1,0 +1,143 @@
+"""A real nginx running the shipped front door (deploy/nginx/fashion-mnist.conf) in front of a
+local server, for tests/test_front_door.py and benchmarks/slow_clients.py.
+
+Compose mounts that file inside the official image's http block. Here a main configuration of
+the test's own stands in for the image's: it holds only what the image's holds outside that
+file (the connection limit) and the paths nginx writes to, all in the test's folder. In the
+shipped file itself only two lines change: the upstream's address and the listen line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import time
+from pathlib import Path
+
+import requests
+
+from tests.background import BackgroundProcess
+
+SHIPPED_CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "nginx" / "fashion-mnist.conf"
+SHIPPED_UPSTREAM = "api:8000"  # the compose service's API port
+SHIPPED_LISTEN = 8080  # the container port compose publishes
+DIRECTIVE = re.compile(r"^\s*([a-z_0-9]+)\s+([^;{]*?)\s*;", re.MULTILINE)
+
+# The official image's nginx.conf around the shipped file: its worker_connections (1024), and
+# this folder for the pid, the logs and the temporary files. A root test run keeps root for the
+# workers, which write the temporary files into a folder only root may enter.
+MAIN_CONFIG = """\
+{user}pid {folder}/nginx.pid;
+error_log {folder}/error.log info;
+events {{
+    worker_connections 1024;
+}}
+http {{
+    access_log {folder}/access.log;
+    client_body_temp_path {folder}/client_body;
+    proxy_temp_path {folder}/proxy;
+    fastcgi_temp_path {folder}/fastcgi;
+    uwsgi_temp_path {folder}/uwsgi;
+    scgi_temp_path {folder}/scgi;
+    include {folder}/fashion-mnist.conf;
+}}
+"""
+
+
+def shipped_directives(block: str = "") -> dict[str, list[str]]:
+    """Each simple directive of the shipped file (`name value;`), with every value it takes;
+    only those inside the first `block {...}` (such as "upstream") when one is named."""
+    text = SHIPPED_CONFIG.read_text()
+    if block:
+        text = re.search(rf"^\s*{block}\b[^{{]*{{([^}}]*)}}", text, re.MULTILINE)[1]
+    found: dict[str, list[str]] = {}
+    for name, value in DIRECTIVE.findall(text):
+        found.setdefault(name, []).append(value)
+    return found
+
+
+def shipped(name: str) -> str:
+    """The value of a directive the shipped file sets once."""
+    (value,) = shipped_directives()[name]
+    return value
+
+
+def seconds(value: str) -> float:
+    """An nginx time ("10s", "4s", "35") in seconds."""
+    number, unit = re.fullmatch(r"(\d+)(ms|s|m)?", value).groups()
+    return int(number) * {"ms": 0.001, "s": 1, None: 1, "m": 60}[unit]
+
+
+def size(value: str) -> int:
+    """An nginx size ("10m", "1m", "8190") in bytes."""
+    number, unit = re.fullmatch(r"(\d+)([kKmM])?", value).groups()
+    return int(number) * {None: 1, "k": 1024, "m": 1024**2}[unit and unit.lower()]
+
+
+def local_config(upstream_port: int, port: int) -> str:
+    """The shipped file with its upstream at 127.0.0.1:`upstream_port`, listening on `port`."""
+    text = SHIPPED_CONFIG.read_text()
+    for old, new in (
+        (f"server {SHIPPED_UPSTREAM};", f"server 127.0.0.1:{upstream_port};"),
+        (f"listen {SHIPPED_LISTEN};", f"listen 127.0.0.1:{port};"),
+    ):
+        assert text.count(old) == 1, f"{SHIPPED_CONFIG} should have one {old!r}"
+        text = text.replace(old, new)
+    return text
+
+
+class FrontDoor(BackgroundProcess):
+    """An nginx process running the shipped file in front of 127.0.0.1:`upstream_port`."""
+
+    def __init__(self, binary: str, upstream_port: int, folder: Path, port: int) -> None:
+        super().__init__(folder / "nginx.log")
+        self.binary = binary
+        self.upstream_port = upstream_port
+        self.folder = folder
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.access_log = folder / "access.log"
+
+    def start(self, timeout: float = 30) -> FrontDoor:
+        """Write both files, start nginx in the foreground, and wait until it proxies /healthz."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / "fashion-mnist.conf").write_text(local_config(self.upstream_port, self.port))
+        user = "user root;\n" if os.geteuid() == 0 else ""
+        main = self.folder / "nginx.conf"
+        main.write_text(MAIN_CONFIG.format(folder=self.folder, user=user))
+        self.launch(
+            [self.binary, "-p", f"{self.folder}/", "-c", str(main), "-e", "stderr"]
+            + ["-g", "daemon off;"]
+        )
+        self._wait_ready(timeout)
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        """Poll /healthz through nginx until it answers 200, or fail with nginx's log."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None and self.process.poll() is None, self.logs()
+            try:
+                if requests.get(self.url + "/healthz", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"nginx not ready in {timeout}s:\n{self.logs()}")
+
+    def errors(self) -> str:
+        """nginx's error log (client timeouts are logged at info level)."""
+        path = self.folder / "error.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+def raw_exchange(port: int, request: bytes, timeout: float = 10, head_only: bool = False) -> bytes:
+    """Send raw bytes to 127.0.0.1:`port` and read until the server closes, or only until the
+    answer's head has come (nginx lingers on a refused request for the body it did not read)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(request)
+        data = b""
+        while not (head_only and b"\r\n\r\n" in data) and (chunk := sock.recv(65536)):
+            data += chunk
+    return data

@@ -1,0 +1,170 @@
+"""The front door: Debian's nginx running deploy/nginx/fashion-mnist.conf, the file compose
+mounts, in front of a real gunicorn (tests/nginx.py changes only its upstream and listen lines).
+
+Silent connections, header tricklers and stalled bodies by the dozen cost a probe request nothing
+through it, and nginx cuts each within the shipped timeouts; requests pass with their id, the
+body limit is the service's and the header limits are gunicorn's or tighter.
+"""
+
+from __future__ import annotations
+
+import runpy
+import time
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from service.settings import Settings
+from tests.conftest import ROOT, LiveServer, free_port, require_program
+from tests.nginx import FrontDoor, raw_exchange, seconds, shipped, shipped_directives, size
+from tests.procfs import client_sockets
+from tests.slow_clients import PROBE_PNG, SlowClients, probe_meanwhile
+from tests.test_metrics import worker_pids
+
+pytestmark = pytest.mark.slow
+
+PROBES = 5
+MARGIN = 3.0  # seconds past a timeout within which nginx must have cut a connection
+GUNICORN_LINE_LIMIT = 8190  # gunicorn.conf.py's limit_request_line and limit_request_field_size
+
+
+@pytest.fixture(scope="module")
+def front_door(live_server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """nginx with the shipped configuration in front of the session's gunicorn."""
+    folder = tmp_path_factory.mktemp("nginx")
+    door = FrontDoor(require_program("nginx"), live_server.port, folder, free_port()).start()
+    yield door
+    door.stop()
+
+
+def assert_probes_unhurt(door: FrontDoor) -> None:
+    """Probe /predict through nginx, a new connection each: all answered, each under 1 s."""
+    probes = probe_meanwhile(door.url, PROBES, spacing=0.3, timeout=15)
+    assert [p.status for p in probes] == [200] * PROBES, probes
+    assert max(p.seconds for p in probes) < 1.0, probes
+
+
+def assert_cut_at(attack: SlowClients, timeout: float) -> None:
+    """Every slow connection cut by nginx at `timeout`, give or take the margin."""
+    deadline = attack.started + timeout + MARGIN
+    while len(attack.cuts) < attack.count and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(attack.cuts) == attack.count, f"{len(attack.cuts)} of {attack.count} cut"
+    cut = attack.cut_seconds()
+    assert timeout - 0.5 < cut[0] and cut[-1] < timeout + MARGIN, (cut[0], cut[-1])
+
+
+def test_the_shipped_limits_are_the_services():
+    settings = Settings()
+    assert size(shipped("client_max_body_size")) == settings.max_body_bytes
+    # nginx waits a little longer than the service's deadline, so the service's 408 or 503
+    # answers a slow request, not nginx's 504.
+    read = seconds(shipped("proxy_read_timeout"))
+    assert settings.request_timeout < read <= settings.request_timeout + 10
+    # An idle upstream connection is dropped by nginx before gunicorn closes it.
+    gunicorn = runpy.run_path(str(ROOT / "service" / "gunicorn.conf.py"), run_name="conf")
+    (upstream_idle,) = shipped_directives("upstream")["keepalive_timeout"]
+    assert seconds(upstream_idle) < gunicorn["keepalive"]
+    assert shipped("proxy_request_buffering") == "on"
+    headers = dict(value.split(None, 1) for value in shipped_directives()["proxy_set_header"])
+    assert headers["X-Request-ID"] == "$fmnist_request_id"
+    assert headers["X-Forwarded-For"] == "$remote_addr"
+    assert headers["Connection"] == '""' and shipped("proxy_http_version") == "1.1"
+
+
+def test_silent_connections_cost_a_probe_nothing_and_are_closed(front_door):
+    with SlowClients(front_door.port, "silent", 200) as silent:
+        assert_probes_unhurt(front_door)
+        assert_cut_at(silent, seconds(shipped("client_header_timeout")))
+
+
+def test_header_tricklers_are_cut_at_the_header_timeout(front_door):
+    # A byte every 2 s: a timeout between reads would never fire; the header's total one does.
+    with SlowClients(front_door.port, "trickle", 64, interval=2.0) as tricklers:
+        assert_probes_unhurt(front_door)
+        assert_cut_at(tricklers, seconds(shipped("client_header_timeout")))
+
+
+def test_stalled_bodies_are_cut_and_never_reach_gunicorn(front_door, live_server):
+    logged_before = predict_lines(live_server, 0)
+    with SlowClients(front_door.port, "stall", 80) as stalled:
+        assert_probes_unhurt(front_door)
+        assert_cut_at(stalled, seconds(shipped("client_body_timeout")))
+    assert predict_lines(live_server, PROBES + logged_before) == PROBES + logged_before
+
+
+def predict_lines(server: LiveServer, expected: int) -> int:
+    """How many /predict requests gunicorn logged, once `expected` are (its access log is
+    written every 0.1 s) or 5 s have passed."""
+    deadline = time.monotonic() + 5
+    while True:
+        logged = server.log_path.read_text(errors="replace").count('"path":"/predict"')
+        if logged >= expected or time.monotonic() > deadline:
+            time.sleep(0.3)  # and nothing more arrives
+            return server.log_path.read_text(errors="replace").count('"path":"/predict"')
+        time.sleep(0.1)
+
+
+def test_requests_pass_with_their_id_over_kept_alive_upstream_connections(front_door, live_server):
+    answer = requests.get(front_door.url + "/healthz", headers={"X-Request-ID": "abc-1"}, timeout=5)
+    assert answer.status_code == 200 and answer.headers["X-Request-ID"] == "abc-1"
+    made = requests.get(front_door.url + "/healthz", timeout=5).headers["X-Request-ID"]
+    assert len(made) == 32 and int(made, 16) >= 0  # nginx's $request_id, logged by the service
+    for _ in range(20):  # each on a new client connection, closed after its answer
+        response = requests.post(
+            front_door.url + "/predict",
+            data=PROBE_PNG,
+            headers={"Content-Type": "image/png", "Connection": "close"},
+            timeout=10,
+        )
+        assert response.status_code == 200
+    # nginx keeps its connections to gunicorn open between requests: a few, not one per request.
+    held = sum(client_sockets(pid) for pid in worker_pids(live_server.process.pid))
+    assert 1 <= held <= 4, held
+
+
+def test_a_body_over_the_services_limit_is_refused_before_it_is_read(front_door):
+    limit = Settings().max_body_bytes
+    head = (
+        f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+        f"Content-Length: {limit + 1}\r\nConnection: close\r\n\r\n"
+    )
+    answer = raw_exchange(front_door.port, head.encode(), head_only=True)  # and no body sent
+    assert answer.startswith(b"HTTP/1.1 413 ") and b"Server: nginx" in answer, answer[:300]
+    # A body at the limit goes through to the service, which answers it (problem JSON).
+    response = requests.post(
+        front_door.url + "/predict",
+        data=b"x" * limit,
+        headers={"Content-Type": "image/png"},
+        timeout=30,
+    )
+    assert response.headers["Content-Type"] == "application/problem+json", response.text[:300]
+
+
+# The longest request line and header field (with its name) gunicorn takes, and nginx: its
+# buffers of 8190 bytes hold them with their CRLF.
+@pytest.mark.parametrize(
+    ("where", "gunicorn_longest", "nginx_longest"),
+    [("request line", 8190, 8188), ("header field", 8188, 8188)],
+)
+def test_header_limits_are_no_larger_than_gunicorns(
+    front_door, live_server, where, gunicorn_longest, nginx_longest
+):
+    def request(length: int) -> bytes:
+        if where == "request line":
+            path = "/" + "a" * (length - len("GET / HTTP/1.1"))
+            return f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+        field = "X-Long: " + "b" * (length - len("X-Long: "))
+        return f"GET /healthz HTTP/1.1\r\nHost: x\r\n{field}\r\nConnection: close\r\n\r\n".encode()
+
+    def answered_by_app(answer: bytes) -> bool:
+        return answer.split(b" ", 2)[1] in {b"200", b"404"}
+
+    assert nginx_longest <= gunicorn_longest
+    assert answered_by_app(raw_exchange(live_server.port, request(gunicorn_longest)))
+    assert not answered_by_app(raw_exchange(live_server.port, request(gunicorn_longest + 1)))
+    assert answered_by_app(raw_exchange(front_door.port, request(nginx_longest)))
+    refused = raw_exchange(front_door.port, request(nginx_longest + 1))
+    assert refused.split(b" ", 2)[1] in {b"400", b"414"}, refused[:200]
+    assert b"<center>nginx</center>" in refused, "nginx refuses it itself"
