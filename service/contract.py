@@ -618,6 +618,15 @@ class Schemas(GenerateJsonSchema):
         """Never: a property's name says it."""
         return False
 
+    def default_schema(self, schema: Any) -> Any:
+        """A field's schema without a default of None: an absent optional field is absent, and
+        null is no value of most of these schemas (`top_k` is an array), which OpenAPI's
+        validators refuse."""
+        json_schema = super().default_schema(schema)
+        if "default" in json_schema and json_schema["default"] is None:
+            del json_schema["default"]
+        return json_schema
+
 
 DOCUMENTED = (
     Problem,

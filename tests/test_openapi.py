@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import schemathesis
+from openapi_spec_validator import OpenAPIV31SpecValidator
 
 from service import errors
 from service.openapi import document
@@ -93,6 +94,15 @@ def test_the_document_is_valid_openapi_3_1():
     broken["paths"]["/predict"]["post"]["responses"] = "none"
     with pytest.raises(Exception, match="none"):
         schemathesis.openapi.from_dict(broken).validate()
+
+
+def test_the_served_document_passes_the_openapi_specification_validator(client):
+    spec = client.get("/openapi.json").json
+    assert list(OpenAPIV31SpecValidator(spec).iter_errors()) == []
+    # The validator checks schemas too: a null default on an array field was refused.
+    broken = copy.deepcopy(spec)
+    broken["components"]["schemas"]["Prediction"]["properties"]["top_k"]["default"] = None
+    assert list(OpenAPIV31SpecValidator(broken).iter_errors())
 
 
 def test_limits_in_the_document_follow_the_settings():
