@@ -47,10 +47,11 @@ http {{
 
 def shipped_directives(block: str = "") -> dict[str, list[str]]:
     """Each simple directive of the shipped file (`name value;`), with every value it takes;
-    only those inside the first `block {...}` (such as "upstream") when one is named."""
+    only those of the first top-level `block {...}` ("upstream"; "server", its own directives
+    before its location) when one is named."""
     text = SHIPPED_CONFIG.read_text()
     if block:
-        text = re.search(rf"^\s*{block}\b[^{{]*{{([^}}]*)}}", text, re.MULTILINE)[1]
+        text = re.search(rf"^{block}\b[^{{]*{{([^}}]*)}}", text, re.MULTILINE)[1]
     found: dict[str, list[str]] = {}
     for name, value in DIRECTIVE.findall(text):
         found.setdefault(name, []).append(value)

@@ -1,8 +1,10 @@
 """deploy/k8s/: the core objects against Kubernetes's schemas, the custom resources' required
-fields, and that probes, ports, image and security agree with the Dockerfile and the service."""
+fields, and that probes, ports, image and security agree with the Dockerfile and the service,
+and the Ingress's limits with the compose front door's (deploy/nginx/fashion-mnist.conf)."""
 
 from __future__ import annotations
 
+import re
 import time
 import tomllib
 from pathlib import Path
@@ -15,10 +17,11 @@ import yaml
 
 from tests import container
 from tests.conftest import ROOT
+from tests.nginx import seconds, shipped, shipped_directives, size
 
 K8S_DIR = ROOT / "deploy" / "k8s"
 KUBERNETES_VERSION = "1.37.0"
-CORE_KINDS = {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"}
+CORE_KINDS = {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Ingress"}
 IMAGE_NAME = "fashion-mnist-serving"
 
 
@@ -195,3 +198,47 @@ def test_pods_run_as_the_images_user_on_a_read_only_root(kind):
     assert Path(container.image_env()["PROMETHEUS_MULTIPROC_DIR"]).is_relative_to(
         mount["mountPath"]
     )
+
+
+INGRESS_NGINX = "nginx.ingress.kubernetes.io/"
+
+
+def test_ingress_routes_the_services_api_port_only():
+    ingress = one("Ingress")["spec"]
+    service = one("Service")
+    assert ingress["ingressClassName"] == "nginx"
+    (rule,) = ingress["rules"]
+    (path,) = rule["http"]["paths"]
+    assert (path["path"], path["pathType"]) == ("/", "Prefix")
+    backend = path["backend"]["service"]
+    assert backend["name"] == service["metadata"]["name"]
+    (port,) = [p for p in service["spec"]["ports"] if p["name"] == backend["port"]["name"]]
+    assert port["port"] == container.service_port_defaults()["api"]
+
+
+def test_ingress_annotations_are_the_front_doors_limits():
+    annotations = {
+        name.removeprefix(INGRESS_NGINX): value
+        for name, value in one("Ingress")["metadata"]["annotations"].items()
+    }
+    assert size(annotations["proxy-body-size"]) == size(shipped("client_max_body_size"))
+    assert annotations["client-body-buffer-size"] == shipped("client_body_buffer_size")
+    for name in ("proxy-request-buffering", "proxy-buffering", "proxy-http-version"):
+        assert annotations[name] == shipped(name.replace("-", "_")), name
+    for name in ("proxy-connect-timeout", "proxy-send-timeout", "proxy-read-timeout"):
+        assert int(annotations[name]) == seconds(shipped(name.replace("-", "_"))), name
+
+
+def test_ingress_note_gives_the_controller_wide_values_of_the_front_door():
+    # What no annotation sets is listed in the Ingress's comment, for the controller's ConfigMap.
+    text = (K8S_DIR / "ingress.yaml").read_text()
+    noted = dict(re.findall(r'^#\s+([a-z-]+): "([^"]*)"$', text, re.MULTILINE))
+    server = shipped_directives("server")
+    (upstream_idle,) = shipped_directives("upstream")["keepalive_timeout"]
+    assert noted == {
+        "client-header-timeout": str(int(seconds(shipped("client_header_timeout")))),
+        "client-body-timeout": str(int(seconds(shipped("client_body_timeout")))),
+        "keep-alive": str(int(seconds(server["keepalive_timeout"][0]))),
+        "large-client-header-buffers": shipped("large_client_header_buffers"),
+        "upstream-keepalive-timeout": str(int(seconds(upstream_idle))),
+    }
