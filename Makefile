@@ -16,7 +16,7 @@ LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --quiet \
 	--custom-compile-command "make lock"
 
 .PHONY: install lock serve train test lint fmt bench bench-json bench-mirror bench-runtimes \
-	bench-path profile soak clean
+	bench-path bench-slow profile soak clean
 
 install: $(VENV)/.installed
 
@@ -67,6 +67,12 @@ bench-runtimes: install
 # Each step of one request in-process, beside what it replaced; writes docs/request-path.md.
 bench-path: install
 	$(BIN)/python -m benchmarks.request_path
+
+# Slow and silent clients against gunicorn directly (before and after service/worker.py) and
+# through the nginx front door (needs nginx and wrk); writes docs/slow-clients.json and the
+# table of docs/security.md, "Slow clients and the front door".
+bench-slow: install
+	$(BIN)/python -m benchmarks.slow_clients
 
 # Where a loaded worker's time goes (py-spy, wrk); writes docs/profile.json and the Profile
 # section of docs/benchmarks.md.

@@ -194,10 +194,11 @@ def wrk(
     seconds: float,
     content_type: str = MULTIPART,
     histogram: bool = False,
+    headers: tuple[str, ...] = (),
 ) -> dict:
     """Drive `url` with wrk at a fixed number of connections, posting the body file (or each
-    of a list in turn); return its JSON summary (with `histogram`, every latency recorded and
-    its count too)."""
+    of a list in turn), with any extra `headers` ("Connection: close"); return its JSON
+    summary (with `histogram`, every latency recorded and its count too)."""
     files = body_file if isinstance(body_file, list) else [body_file]
     env = {
         **os.environ,
@@ -212,6 +213,7 @@ def wrk(
         f"-d{seconds:g}s",
         "--timeout",
         "10s",
+        *(option for header in headers for option in ("-H", header)),
         "-s",
         str(ROOT / "benchmarks" / "wrk_report.lua"),
         url,
