@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 from flask import Request, current_app
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from service import metrics
 from service.deadline import Deadline
@@ -72,7 +73,10 @@ def receive_body(request: Request, deadline: Deadline) -> None:
     type with a JSON body); /predict's multipart forms are parsed by service/inputs.py.
     """
     with deadline.reading_body(request.environ):
-        request.get_data()
-        # Werkzeug stops a chunked body at the size limit without an error; reading one
-        # byte more raises its 413 if the body went on past the limit.
-        request.stream.read(1)
+        body = request.get_data()
+        # Werkzeug stops a body at the size limit without an error, and its stream raises 413
+        # for any read past the limit, even where the body ends there. One byte more from the
+        # server's own stream tells a body longer than the limit (413) from one of exactly it.
+        limit = request.max_content_length
+        if limit is not None and len(body) >= limit and request.environ["wsgi.input"].read(1):
+            raise RequestEntityTooLarge()

@@ -256,6 +256,67 @@ CASES = [
         "invalid_parameter",
     ),
     ("invert_unknown", {**raw(PNG), "params": {"invert": "perhaps"}}, 400, "invalid_parameter"),
+    # The decoding budget (docs/security.md): within the size limits, too costly to decode
+    (
+        "jpeg_scans_over_the_budget",
+        raw(hostile.jpeg_repeated_scan(2000, 2000, 300), "image/jpeg"),
+        413,
+        "image_too_large",
+    ),
+    (
+        "jpeg_thousands_of_markers",
+        raw(hostile.jpeg_padded(markers=5_000), "image/jpeg"),
+        413,
+        "image_too_large",
+    ),
+    (
+        "jpeg_fill_bytes_in_the_header",
+        raw(hostile.jpeg_padded(fill=2_000_000), "image/jpeg"),
+        413,
+        "image_too_large",
+    ),
+    (
+        "png_tens_of_thousands_of_chunks",
+        raw(hostile.png_image(28, 28, before=hostile.png_chunk(b"prIv", b"") * 70_000)),
+        413,
+        "image_too_large",
+    ),
+    (
+        "png_image_data_in_tiny_chunks",
+        raw(hostile.png_image(28, 28, idat_size=1, after=hostile.png_chunk(b"IDAT", b"") * 70_000)),
+        413,
+        "image_too_large",
+    ),
+    (
+        "gif_comment_in_one_byte_blocks",
+        raw(hostile.gif_comment(70_000), "image/gif"),
+        413,
+        "image_too_large",
+    ),
+    (
+        "gif_stray_bytes",
+        raw(hostile.gif_stray_bytes(4_000_000), "image/gif"),
+        413,
+        "image_too_large",
+    ),
+    (
+        "bmp_rle_line_ends",
+        raw(hostile.bmp_rle_line_ends(5000, 5000), "image/bmp"),
+        413,
+        "image_too_large",
+    ),
+    (
+        "bmp_rle4_runs",
+        raw(hostile.bmp_rle_runs(5000, 5000, rle4=True), "image/bmp"),
+        413,
+        "image_too_large",
+    ),
+    (
+        "tiff_hundreds_of_thousands_of_strips",
+        raw(hostile.tiff_strips(28, 28, 300_000), "image/tiff"),
+        413,
+        "image_too_large",
+    ),
 ]
 
 
@@ -318,6 +379,18 @@ def test_chunked_body_over_the_limit_is_413(live_server):
         timeout=60,
     )
     assert response.status_code == 413 and response.json()["code"] == "body_too_large"
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content_length", "chunked"])
+def test_a_body_of_exactly_the_limit_is_read(live_server, chunked):
+    body = b"x" * DEFAULTS.max_body_bytes
+    response = requests.post(
+        live_server.url + "/predict",
+        data=iter([body]) if chunked else body,
+        headers={"Content-Type": "image/png"},
+        timeout=60,
+    )
+    assert response.status_code == 415 and response.json()["code"] == "not_an_image"
 
 
 @pytest.mark.parametrize(
