@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageFilter, ImageOps, UnidentifiedImageError
 from pydantic import ValidationError
 
+from service import decode_budget
 from service.contract import PIXEL_ARRAY, SIZE
 from service.errors import (
     CorruptImage,
@@ -61,10 +62,19 @@ DECODE_ERRORS = (
 )
 
 
-def decode_image(data: bytes, max_pixels: int, max_aspect_ratio: float) -> Image.Image:
-    """Decode an allow-listed, single-frame image whose size is checked before pixels are read."""
+def decode_image(
+    data: bytes,
+    max_pixels: int,
+    max_aspect_ratio: float,
+    budget: float = decode_budget.DECODE_BUDGET,
+) -> Image.Image:
+    """Decode an allow-listed, single-frame image whose size and decoding cost are checked
+    before pixels are read (docs/security.md, "The decoding budget")."""
     if not data:
         raise NotAnImage("The image is empty.")
+    structure = decode_budget.inspect(data)  # before Pillow's parsers walk the structures
+    if structure.units > budget:
+        raise structure.refusal(budget)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -80,6 +90,7 @@ def decode_image(data: bytes, max_pixels: int, max_aspect_ratio: float) -> Image
         # is_animated stops at the second frame; n_frames would walk every frame of the file.
         if getattr(image, "is_animated", False):
             raise UnusableImage("Animated images are not classified; send a single frame.")
+        decode_budget.check(image, structure, budget)  # may decode a large JPEG smaller
         image.load()
         if image.format == "TIFF" or not ORIENTATION_SOURCES.isdisjoint(image.info):
             ImageOps.exif_transpose(image, in_place=True)  # not a copy of every upright photo

@@ -7,7 +7,7 @@ import struct
 import zlib
 
 import numpy as np
-from PIL import Image
+from PIL import Image, TiffTags
 
 from tests.images import catalogue_photo, encode, garment
 
@@ -49,11 +49,15 @@ def gif(
 ) -> bytes:
     """A GIF89a with a logical screen and frames (left, top, width, height) claiming any size."""
     palette = bytes([0, 0, 0, 255, 255, 255])
-    out = b"GIF89a" + struct.pack("<HHBBB", *screen, 0x80, 0, 0) + palette
-    for left, top, width, height in frames:
-        out += b"\x2c" + struct.pack("<HHHHB", left, top, width, height, 0)
-        out += b"\x02" + bytes([len(pixels)]) + pixels + b"\x00"  # LZW min code size, data
-    return out + b"\x3b"
+    data = b"\x02" + bytes([len(pixels)]) + pixels + b"\x00"  # LZW min code size, sub-blocks
+    images = (b"\x2c" + struct.pack("<HHHHB", *frame, 0) + data for frame in frames)
+    return (
+        b"GIF89a"
+        + struct.pack("<HHBBB", *screen, 0x80, 0, 0)
+        + palette
+        + b"".join(images)
+        + b"\x3b"
+    )
 
 
 def bmp_declaring(width: int, height: int) -> bytes:
@@ -156,3 +160,213 @@ def careful_images(label: int = 2) -> dict[str, tuple[bytes, str]]:
         ),
         "progressive_jpeg": (encode(rgb, "JPEG", quality=95, progressive=True), "image/jpeg"),
     }
+
+
+# Files that are costly to decode within the size limits: each family takes a size or a count,
+# so that benchmarks/decode_worst_case.py can search it and the tests can build a small one.
+
+PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type: samples per pixel
+ADAM7 = (
+    (0, 0, 8, 8),
+    (4, 0, 8, 8),
+    (0, 4, 4, 8),
+    (2, 0, 4, 4),
+    (0, 2, 2, 4),
+    (1, 0, 2, 2),
+    (0, 1, 1, 2),
+)
+
+
+def png_image(
+    width: int,
+    height: int,
+    bit_depth: int = 8,
+    colour_type: int = 0,
+    interlaced: bool = False,
+    before: bytes = b"",
+    after: bytes = b"",
+    idat_size: int = 0,
+) -> bytes:
+    """A PNG of any size, depth and colour type, every row Paeth-filtered (the dearest filter).
+
+    Its rows hold a steady step that the filter turns into a pattern, so that it is neither
+    blank nor large. `before` and `after` are chunks put before and after the image data;
+    `idat_size` cuts the data into chunks of that many bytes.
+    """
+    row_bytes = lambda w: (w * bit_depth * PNG_CHANNELS[colour_type] + 7) // 8  # noqa: E731
+    passes = ADAM7 if interlaced else ((0, 0, 1, 1),)
+    deflate = zlib.compressobj(9)
+    stream = b""
+    for x0, y0, dx, dy in passes:
+        columns, rows = (width - x0 + dx - 1) // dx, (height - y0 + dy - 1) // dy
+        if columns > 0 and rows > 0:
+            stream += deflate.compress((b"\x04" + b"\x03" * row_bytes(columns)) * rows)
+    stream += deflate.flush()
+    size = idat_size or len(stream)
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, int(interlaced))
+    palette = b""
+    if colour_type == 3:
+        palette = png_chunk(b"PLTE", bytes(range(256)) * 3) + png_chunk(b"tRNS", b"\x80")
+    chunks = b"".join(png_chunk(b"IDAT", stream[i : i + size]) for i in range(0, len(stream), size))
+    return (
+        PNG_SIGNATURE + png_chunk(b"IHDR", ihdr) + palette + before + chunks + after
+        + png_chunk(b"IEND", b"")
+    )  # fmt: skip
+
+
+def exif_entries(count: int, orientation: int = 6) -> bytes:
+    """A little-endian EXIF block of `count` entries, the first an orientation."""
+    entries = struct.pack("<HHII", 0x0112, 3, 1, orientation)
+    entries += b"".join(
+        struct.pack("<HHII", 0x9000 + i % 0x6000, 3, 1, 1) for i in range(count - 1)
+    )
+    return b"II*\x00" + struct.pack("<IH", 8, count) + entries + bytes(4)
+
+
+def noisy_photo(width: int, height: int, mode: str = "RGB", noise: int = 24) -> Image.Image:
+    """A photo-like image: a dark shape on a light ground, with noise that defeats compression."""
+    pixels = np.full((height, width), 230, np.uint8)
+    pixels[height // 5 : -height // 5 or None, width // 4 : -width // 4 or None] = 60
+    if noise:
+        pixels += np.random.default_rng(0).integers(0, noise, (height, width), dtype=np.uint8)
+    channels = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "CMYK": 4}[mode]
+    stacked = np.dstack([np.roll(pixels, 3 * band, axis=1) for band in range(channels)])
+    return Image.fromarray(stacked.squeeze(), mode)
+
+
+def jpeg_repeated_scan(width: int, height: int, repeats: int) -> bytes:
+    """A progressive JPEG whose last scan comes `repeats` more times: libjpeg decodes each."""
+    data = encode(noisy_photo(width, height, noise=0), "JPEG", progressive=True)
+    last, end = data.rindex(b"\xff\xda"), data.rindex(b"\xff\xd9")
+    return data[:end] + data[last:end] * repeats + data[end:]
+
+
+def jpeg_padded(markers: int = 0, junk: int = 0, fill: int = 0) -> bytes:
+    """A small JPEG with empty comment markers, junk bytes or 0xFF fill bytes in its header.
+
+    Pillow's header parser takes a Python step for each marker and each such byte.
+    """
+    data = encode(garment(), "JPEG", quality=90)
+    header = 4 + int.from_bytes(data[4:6], "big")  # after SOI and the APP0 segment
+    padding = b"\xff\xfe\x00\x02" * markers + b"\x00" * junk + b"\xff" * fill
+    return data[:header] + padding + data[header:]
+
+
+def gif_image(width: int, height: int, interlace: bool = False) -> bytes:
+    """A GIF of a noisy photo in a 256-colour palette."""
+    return encode(noisy_photo(width, height, "L"), "GIF", interlace=interlace)
+
+
+def gif_image_start(data: bytes) -> int:
+    """Where a GIF's first image descriptor starts: after its palette and extensions."""
+    flags = data[10]
+    pos = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+    while data[pos] == 0x21:
+        pos += 2
+        while data[pos]:
+            pos += 1 + data[pos]
+        pos += 1
+    return pos
+
+
+def gif_comment(blocks: int, block_size: int = 1) -> bytes:
+    """A small GIF with a comment of `blocks` sub-blocks of `block_size` bytes before its image."""
+    data = encode(garment(), "GIF")
+    image = gif_image_start(data)
+    comment = b"\x21\xfe" + (bytes([block_size]) + b"c" * block_size) * blocks + b"\x00"
+    return data[:image] + comment + data[image:]
+
+
+def gif_stray_bytes(count: int) -> bytes:
+    """A small GIF with `count` bytes that belong to no block before its image."""
+    data = encode(garment(), "GIF")
+    image = gif_image_start(data)
+    return data[:image] + b"\x00" * count + data[image:]
+
+
+def gif_split_blocks(width: int, height: int, block_size: int = 1) -> bytes:
+    """A GIF whose image data comes in sub-blocks of `block_size` bytes instead of 255."""
+    data = gif_image(width, height)
+    start = gif_image_start(data) + 10  # the image descriptor, without a local palette
+    pos, lzw = start + 1, b""  # after the LZW code size
+    while data[pos]:
+        lzw += data[pos + 1 : pos + 1 + data[pos]]
+        pos += 1 + data[pos]
+    blocks = b"".join(
+        bytes([len(piece)]) + piece
+        for piece in (lzw[i : i + block_size] for i in range(0, len(lzw), block_size))
+    )
+    return data[: start + 1] + blocks + data[pos:]
+
+
+def bmp_rle(width: int, height: int, body: bytes, rle4: bool = False) -> bytes:
+    """A bottom-up BMP whose pixels are the RLE8 (or RLE4) stream `body`."""
+    bits, colours = (4, 16) if rle4 else (8, 256)
+    palette = b"".join(bytes([i * 255 // (colours - 1)] * 3 + [0]) for i in range(colours))
+    offset = 14 + 40 + len(palette)
+    info = struct.pack(
+        "<IiiHHIIiiII", 40, width, height, 1, bits, 2 if rle4 else 1, len(body), 2835, 2835,
+        colours, 0,
+    )  # fmt: skip
+    return b"BM" + struct.pack("<IHHI", offset + len(body), 0, 0, offset) + info + palette + body
+
+
+def bmp_rle_runs(width: int, height: int, rle4: bool = False) -> bytes:
+    """An RLE BMP of full-length runs: a few bytes a row, one Python step a pixel in RLE4.
+
+    The middle third of the rows is light, the rest dark."""
+    rows = []
+    for colour in (0x11, 0xEE, 0x11):
+        run = bytes([255, colour]) * (width // 255) + bytes(
+            [width % 255, colour] * (width % 255 > 0)
+        )
+        rows.append((run + b"\x00\x00") * (height // 3))
+    return bmp_rle(width, 3 * (height // 3), b"".join(rows) + b"\x00\x01", rle4)
+
+
+def bmp_rle_line_ends(width: int, height: int) -> bytes:
+    """An RLE8 BMP of one pixel and an end of line a row: Pillow pads each row pixel by pixel."""
+    return bmp_rle(width, height, b"\x01\x80\x00\x00" * height + b"\x00\x01")
+
+
+def tiff_strips(width: int, height: int, strips: int) -> bytes:
+    """An uncompressed 8-bit grey TIFF listing `strips` strips, all pointing at one row."""
+    pixels = bytes(range(256)) * (width // 256) + bytes(range(width % 256))
+    offsets = 8 + len(pixels)
+    counts = offsets + 4 * strips
+    tags = [
+        (256, 4, 1, width), (257, 4, 1, height), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1),
+        (273, 4, strips, offsets), (277, 3, 1, 1), (278, 4, 1, 1), (279, 4, strips, counts),
+    ]  # fmt: skip
+    return (
+        b"II*\x00" + struct.pack("<I", counts + 4 * strips) + pixels
+        + struct.pack("<I", 8) * strips + struct.pack("<I", len(pixels)) * strips
+        + tiff_ifd(tags)
+    )  # fmt: skip
+
+
+def tiff_ifd(tags: list[tuple[int, int, int, int]]) -> bytes:
+    """A little-endian IFD of (tag, type, count, value or offset) entries, and no next IFD."""
+    return (
+        struct.pack("<H", len(tags)) + b"".join(struct.pack("<HHII", *t) for t in tags) + bytes(4)
+    )
+
+
+def tiff_many_entries(count: int) -> bytes:
+    """A 28x28 grey TIFF whose IFD holds `count` entries (up to some 47,000), one an orientation."""
+    pixels = garment().tobytes()
+    tags = [
+        (256, 3, 1, 28), (257, 3, 1, 28), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1),
+        (273, 4, 1, 8), (274, 3, 1, 6), (277, 3, 1, 1), (278, 3, 1, 28), (279, 4, 1, 784),
+    ]  # fmt: skip
+    known = TiffTags.TAGS_V2.keys() | TiffTags.TAGS.keys()
+    unknown = [tag for tag in range(1, 0xBC00) if tag not in known]  # 0xBC01: JPEG XR
+    tags += [(tag, 3, 1, 1) for tag in unknown[: count - len(tags)]]
+    return b"II*\x00" + struct.pack("<I", 8 + len(pixels)) + pixels + tiff_ifd(sorted(tags))
+
+
+def webp_with_chunks(count: int) -> bytes:
+    """A small extended WebP with `count` empty unknown chunks after its image."""
+    data = encode(garment(), "WEBP", lossless=True, exif=exif_entries(2))
+    padded = data + b"JUNK\x00\x00\x00\x00" * count
+    return b"RIFF" + struct.pack("<I", len(padded) - 8) + padded[8:]

@@ -19,6 +19,7 @@ from PIL import Image
 
 from service import errors
 from service.preprocessing import decode_image, to_model_input
+from tests import hostile
 from tests.images import catalogue_photo, encode, garment
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:PIL")  # "Corrupt EXIF data"
@@ -46,6 +47,7 @@ def _seeds() -> list[bytes]:
     """Real files in every accepted format and several modes, small enough to mutate."""
     photo = catalogue_photo(garment(4), scale=2, pad=(6, 2))
     gray, rgb = photo.convert("L"), photo.convert("RGB")
+    exif = hostile.exif_entries(3)
     return [
         encode(gray, "PNG"),
         encode(rgb.convert("RGBA"), "PNG"),
@@ -60,6 +62,15 @@ def _seeds() -> list[bytes]:
         encode(rgb, "TIFF", compression="tiff_deflate"),
         encode(gray, "BMP"),
         encode(rgb.convert("P"), "BMP"),
+        # The structures the decoding budget reads before Pillow does (docs/security.md)
+        hostile.jpeg_padded(markers=3, junk=3, fill=3),
+        hostile.jpeg_repeated_scan(32, 32, 3),
+        hostile.png_image(40, 30, 16, 6, True, before=hostile.png_chunk(b"eXIf", exif)),
+        hostile.gif_comment(5),
+        hostile.bmp_rle_runs(60, 30, rle4=True),
+        hostile.tiff_strips(28, 28, 28),
+        hostile.tiff_many_entries(20),
+        hostile.webp_with_chunks(3),
     ]
 
 
