@@ -259,7 +259,7 @@ CASES = [
     # The decoding budget (docs/security.md): within the size limits, too costly to decode
     (
         "jpeg_scans_over_the_budget",
-        raw(hostile.jpeg_repeated_scan(2000, 2000, 300), "image/jpeg"),
+        raw(hostile.jpeg_repeated_scan(2000, 2000, 1_000), "image/jpeg"),
         413,
         "image_too_large",
     ),
@@ -271,7 +271,7 @@ CASES = [
     ),
     (
         "jpeg_fill_bytes_in_the_header",
-        raw(hostile.jpeg_padded(fill=2_000_000), "image/jpeg"),
+        raw(hostile.jpeg_padded(fill=3_000_000), "image/jpeg"),
         413,
         "image_too_large",
     ),
@@ -290,12 +290,6 @@ CASES = [
     (
         "gif_comment_in_one_byte_blocks",
         raw(hostile.gif_comment(70_000), "image/gif"),
-        413,
-        "image_too_large",
-    ),
-    (
-        "gif_stray_bytes",
-        raw(hostile.gif_stray_bytes(4_000_000), "image/gif"),
         413,
         "image_too_large",
     ),
