@@ -23,7 +23,7 @@ import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from service.errors import ImageTooLarge
 
@@ -31,11 +31,11 @@ DECODE_BUDGET = 700_000_000  # cost units per image: decoded and preprocessed wi
 
 # Preprocessing (service/preprocessing.py), per pixel, by the mode Pillow decodes to: modes
 # with alpha are composited onto white as RGBA, 32-bit ones scaled in float32.
-MODE_COST = {"1": 10, "L": 9, "P": 14, "RGB": 12, "YCbCr": 9, "LAB": 9, "CMYK": 16}
-ALPHA_COST = 26  # RGBA, LA, PA and any mode with a transparency key: composited as RGBA
+MODE_COST = {"1": 12, "L": 10, "P": 14, "RGB": 12, "YCbCr": 10, "LAB": 10, "CMYK": 16}
+ALPHA_COST = 28  # RGBA, LA, PA and any mode with a transparency key: composited as RGBA
 WIDE_COST = 24  # I and F: float32 scaling of 4-byte samples
 HIGH_DEPTH_COST = 14  # I;16: one table lookup per pixel
-OTHER_MODE_COST = 26  # any mode not named above: as costly as the dearest
+OTHER_MODE_COST = 28  # any mode not named above: as costly as the dearest
 
 # Decoding, by format.
 COMPRESSED_BYTE = 4  # per byte of the file: inflating, LZW or sequential entropy decoding
@@ -52,14 +52,14 @@ JPEG_MARKER = 2_500  # per marker: Pillow steps through the header's in Python
 JPEG_JUNK_BYTE = 400  # per byte between header markers: Pillow skips them one by one
 GIF_PIXEL = 6  # per pixel: LZW decoding into the palette image
 GIF_BLOCK = 800  # per sub-block: Pillow steps through each in Python, twice before the image
-GIF_STRAY_BYTE = 80  # per byte between blocks: Pillow skips them one by one
+GIF_STRAY_BYTE = 100  # per byte between blocks: Pillow skips them one by one
 BMP_RLE_PIXEL = 120  # per pixel of an RLE bitmap: Pillow's RLE decoder is Python
 BMP_RLE_BYTE = 250  # per byte of RLE data: one Python step for each pair
 TIFF_SAMPLE_BYTE = 1  # per byte of decoded samples: libtiff's decompression and unpacking
 TIFF_STRIP = 6_000  # per strip or tile: Pillow sets each up in Python
 TIFF_ENTRY = 2_500  # per IFD entry: Pillow parses each IFD in Python, IFD0 three times
 TIFF_VALUE = 60  # per number in an entry: unpacked into a Python tuple when read
-WEBP_LOSSY_PIXEL = 24  # per pixel of a lossy WebP: libwebp's prediction and filtering
+WEBP_LOSSY_PIXEL = 28  # per pixel of a lossy WebP: libwebp's prediction and filtering
 WEBP_LOSSLESS_PIXEL = 10  # per pixel of a lossless WebP
 WEBP_ALPHA_PIXEL = 20  # per pixel of a lossy WebP's alpha plane, compressed losslessly
 
@@ -70,8 +70,8 @@ MAX_PNG_CHUNKS = 65_536
 MAX_GIF_STEPS = 65_536
 MAX_WEBP_CHUNKS = 4_096
 MAX_EXIF_BYTES = 2 + 65_535 * 12  # an IFD of the most entries its 16-bit count allows
-# libjpeg's DCT scaling keeps the model input within a few grey levels at a half or a quarter
-# of the size (docs/security.md); an eighth moves it visibly.
+# Decoding smaller moves the model input a little more at each step (docs/security.md); past a
+# quarter, the scans and the entropy decoding, which it does not shrink, are most of the cost.
 JPEG_DRAFT_SCALES = (2, 4)
 MIN_DRAFT_SIDE = 256  # a drafted JPEG's shorter side stays far above 28
 
@@ -270,7 +270,11 @@ def _jpeg_pixels(image: Image.Image, facts: dict[str, int], pixels: int, cost: C
 
 
 def _png_structure(data: bytes, cost: Cost) -> None:
-    """Count a PNG's chunks, its compressed text and its EXIF; read its IHDR."""
+    """Count a PNG's chunks, its compressed text and its EXIF; read its IHDR.
+
+    A hex EXIF profile in a compressed text chunk is inflated to be measured, as far as Pillow
+    would inflate it: no further than its limit on a PNG's text, over which it refuses the file.
+    """
     pos, chunks, texts, exif, end = 8, 0, 0, 0, len(data)
     while pos + 8 <= end:
         length = int.from_bytes(data[pos : pos + 4], "big")
@@ -284,7 +288,8 @@ def _png_structure(data: bytes, cost: Cost) -> None:
             cost.facts["png_interlaced"] = int(data[pos + 20] != 0)
         elif kind in (b"zTXt", b"iTXt"):
             texts += 1
-            exif += _raw_profile_exif(data[pos + 8 : pos + 8 + length], kind)
+            if texts * PngImagePlugin.MAX_TEXT_CHUNK <= PngImagePlugin.MAX_TEXT_MEMORY:
+                exif += _raw_profile_exif(data[pos + 8 : pos + 8 + length], kind)
         elif kind == b"tEXt" and data.startswith(RAW_PROFILE_EXIF, pos + 8):
             exif += length // 2
         elif kind == b"eXIf":
@@ -308,8 +313,8 @@ def _raw_profile_exif(chunk: bytes, kind: bytes) -> int:
         text = text[2:].split(b"\x00", 2)[-1]
     else:
         text = text[1:]  # compression method
-    try:  # as far as Pillow inflates it: its 1 MiB cap on a text chunk
-        return len(zlib.decompressobj().decompress(text, 1 << 20)) // 2
+    try:  # as far as Pillow inflates it
+        return len(zlib.decompressobj().decompress(text, PngImagePlugin.MAX_TEXT_CHUNK)) // 2
     except zlib.error:
         return 0
 

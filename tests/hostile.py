@@ -193,14 +193,13 @@ def png_image(
     blank nor large. `before` and `after` are chunks put before and after the image data;
     `idat_size` cuts the data into chunks of that many bytes.
     """
-    row_bytes = lambda w: (w * bit_depth * PNG_CHANNELS[colour_type] + 7) // 8  # noqa: E731
-    passes = ADAM7 if interlaced else ((0, 0, 1, 1),)
+    bits = bit_depth * PNG_CHANNELS[colour_type]
     deflate = zlib.compressobj(9)
     stream = b""
-    for x0, y0, dx, dy in passes:
+    for x0, y0, dx, dy in ADAM7 if interlaced else ((0, 0, 1, 1),):
         columns, rows = (width - x0 + dx - 1) // dx, (height - y0 + dy - 1) // dy
         if columns > 0 and rows > 0:
-            stream += deflate.compress((b"\x04" + b"\x03" * row_bytes(columns)) * rows)
+            stream += deflate.compress((b"\x04" + b"\x03" * ((columns * bits + 7) // 8)) * rows)
     stream += deflate.flush()
     size = idat_size or len(stream)
     ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, int(interlaced))
@@ -288,10 +287,11 @@ def gif_split_blocks(width: int, height: int, block_size: int = 1) -> bytes:
     """A GIF whose image data comes in sub-blocks of `block_size` bytes instead of 255."""
     data = gif_image(width, height)
     start = gif_image_start(data) + 10  # the image descriptor, without a local palette
-    pos, lzw = start + 1, b""  # after the LZW code size
+    pos, pieces = start + 1, []  # after the LZW code size
     while data[pos]:
-        lzw += data[pos + 1 : pos + 1 + data[pos]]
+        pieces.append(data[pos + 1 : pos + 1 + data[pos]])
         pos += 1 + data[pos]
+    lzw = b"".join(pieces)
     blocks = b"".join(
         bytes([len(piece)]) + piece
         for piece in (lzw[i : i + block_size] for i in range(0, len(lzw), block_size))
@@ -314,7 +314,8 @@ def bmp_rle(width: int, height: int, body: bytes, rle4: bool = False) -> bytes:
 def bmp_rle_runs(width: int, height: int, rle4: bool = False) -> bytes:
     """An RLE BMP of full-length runs: a few bytes a row, one Python step a pixel in RLE4.
 
-    The middle third of the rows is light, the rest dark."""
+    The middle third of the rows is light, the rest dark.
+    """
     rows = []
     for colour in (0x11, 0xEE, 0x11):
         run = bytes([255, colour]) * (width // 255) + bytes(
