@@ -16,7 +16,7 @@ LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --quiet \
 	--custom-compile-command "make lock"
 
 .PHONY: install lock serve train test lint fmt bench bench-json bench-mirror bench-runtimes \
-	bench-path bench-slow profile soak clean
+	bench-path bench-slow bench-decode profile soak clean
 
 install: $(VENV)/.installed
 
@@ -67,6 +67,12 @@ bench-runtimes: install
 # Each step of one request in-process, beside what it replaced; writes docs/request-path.md.
 bench-path: install
 	$(BIN)/python -m benchmarks.request_path
+
+# The slowest and most memory-hungry image of each format, with and without the decoding
+# budget (with DATA_DIR, also what decoding a large JPEG smaller does to the model input);
+# writes docs/decode-worst-case.json and the tables of docs/security.md, "The decoding budget".
+bench-decode: install
+	$(BIN)/python -m benchmarks.decode_worst_case $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
 # Slow and silent clients against gunicorn directly (before and after service/worker.py) and
 # through the nginx front door (needs nginx and wrk); writes docs/slow-clients.json and the

@@ -33,7 +33,7 @@ DECODE_BUDGET = 700_000_000  # cost units per image: decoded and preprocessed wi
 # with alpha are composited onto white as RGBA, 32-bit ones scaled in float32.
 MODE_COST = {"1": 12, "L": 10, "P": 14, "RGB": 12, "YCbCr": 10, "LAB": 10, "CMYK": 16}
 ALPHA_COST = 28  # RGBA, LA, PA and any mode with a transparency key: composited as RGBA
-WIDE_COST = 24  # I and F: float32 scaling of 4-byte samples
+WIDE_COST = 28  # I and F: float32 scaling of 4-byte samples
 HIGH_DEPTH_COST = 14  # I;16: one table lookup per pixel
 OTHER_MODE_COST = 28  # any mode not named above: as costly as the dearest
 
