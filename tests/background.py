@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
+
+import requests
 
 
 class BackgroundProcess:
@@ -23,6 +26,19 @@ class BackgroundProcess:
     def logs(self) -> str:
         """The program's output so far (its last 5,000 characters)."""
         return self.log_path.read_text(errors="replace")[-5000:]
+
+    def wait_until_ok(self, url: str, timeout: float) -> None:
+        """Poll `url` until it answers 200, or fail with the program's log."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None and self.process.poll() is None, self.logs()
+            try:
+                if requests.get(url, timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"{url} not ready in {timeout}s:\n{self.logs()}")
 
     def stop(self) -> None:
         """Stop the program gracefully, then for good."""

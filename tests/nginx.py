@@ -12,10 +12,7 @@ from __future__ import annotations
 import os
 import re
 import socket
-import time
 from pathlib import Path
-
-import requests
 
 from tests.background import BackgroundProcess
 
@@ -111,21 +108,8 @@ class FrontDoor(BackgroundProcess):
             [self.binary, "-p", f"{self.folder}/", "-c", str(main), "-e", "stderr"]
             + ["-g", "daemon off;"]
         )
-        self._wait_ready(timeout)
+        self.wait_until_ok(self.url + "/healthz", timeout)
         return self
-
-    def _wait_ready(self, timeout: float) -> None:
-        """Poll /healthz through nginx until it answers 200, or fail with nginx's log."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process is not None and self.process.poll() is None, self.logs()
-            try:
-                if requests.get(self.url + "/healthz", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"nginx not ready in {timeout}s:\n{self.logs()}")
 
     def errors(self) -> str:
         """nginx's error log (client timeouts are logged at info level)."""

@@ -58,21 +58,8 @@ class PrometheusServer(BackgroundProcess):
                 f"--web.listen-address=127.0.0.1:{self.port}",
             ]
         )
-        self._wait_ready(timeout)
+        self.wait_until_ok(self.url + "/-/ready", timeout)
         return self
-
-    def _wait_ready(self, timeout: float) -> None:
-        """Poll /-/ready until it answers 200, or fail with Prometheus's log."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process is not None and self.process.poll() is None, self.logs()
-            try:
-                if requests.get(self.url + "/-/ready", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"prometheus not ready in {timeout}s:\n{self.logs()}")
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         """Evaluate an instant PromQL query now; return its result vector."""
