@@ -27,7 +27,7 @@ VARIABLE = "BENCH_WITHOUT"
 
 def _without_model() -> None:
     """Answer constant probabilities instead of calling LiteRT."""
-    from service import runtime
+    from service.inference import runtime
 
     def constant(self: runtime._Invocation, images: np.ndarray) -> np.ndarray:
         return np.full((len(images), 10), 0.1, dtype=np.float32)
@@ -38,10 +38,12 @@ def _without_model() -> None:
 def _without_decoding() -> None:
     """Hand every upload the benchmark PNG's decoded image and model input."""
     from benchmarks.load import sample_png
-    from service import inputs, preprocessing
+    from service.io import uploads as inputs
+    from service.io.images import decode_image
+    from service.io.preprocessing import to_model_input
 
-    image = preprocessing.decode_image(sample_png(), 10**8, 100.0)
-    pixels = preprocessing.to_model_input(image)
+    image = decode_image(sample_png(), 10**8, 100.0)
+    pixels = to_model_input(image)
     inputs.decode_image = lambda data, max_pixels, max_aspect_ratio: image  # type: ignore[assignment]
     inputs.to_model_input = lambda image, invert="auto": pixels  # type: ignore[assignment]
 

@@ -1,5 +1,5 @@
 """The slowest and the most memory-hungry image of each accepted format, with and without the
-decoding budget (service/decode_budget.py).
+decoding budget (service/io/decode_budget.py).
 
 Each family of costly files in tests/hostile.py takes one number: a side in pixels, or a count
 of scans, markers, chunks, sub-blocks, strips, entries or stray bytes. For each family the
@@ -38,9 +38,10 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from service import decode_budget  # noqa: E402
 from service.errors import ImageTooLarge, ServiceError  # noqa: E402
-from service.preprocessing import ALLOWED_FORMATS, decode_image, to_model_input  # noqa: E402
+from service.io import decode_budget  # noqa: E402
+from service.io.images import ALLOWED_FORMATS, decode_image  # noqa: E402
+from service.io.preprocessing import to_model_input  # noqa: E402
 from service.settings import Settings  # noqa: E402
 from tests import hostile  # noqa: E402
 from tests.images import encode, garment  # noqa: E402
@@ -586,7 +587,7 @@ def draft_change(data_dir: Path, count: int) -> dict:
     the layouts of DRAFT_LAYOUTS, half of them progressive, all JPEG quality 90.
     """
     # Imported here: the processes that measure one file each need none of them.
-    from service.model import load_version
+    from service.inference.model import load_version
     from tests.images import catalogue_photo
     from training.data import load_split
 

@@ -338,7 +338,7 @@ def percentile(latencies: Counter[int], p: float) -> float:
 
 def model_info(model_dir: Path) -> dict:
     """The served version's number, test accuracy and whether it runs each image twice."""
-    from service.model import list_versions
+    from service.inference.model import list_versions
 
     version = list_versions(model_dir)[-1]
     metadata = json.loads((model_dir / str(version) / "metadata.json").read_text())
@@ -352,8 +352,8 @@ def model_info(model_dir: Path) -> dict:
 def model_alone(model_dir: Path, seconds: float = 3.0, runtimes: tuple[str, ...] = ()) -> dict:
     """Images per second of each runtime (all, by default) in-process, one thread, at each
     batch size."""
-    from service.model import list_versions, load_version
-    from service.runtime import RUNTIMES
+    from service.inference.model import list_versions, load_version
+    from service.inference.runtime import RUNTIMES
 
     results: dict = {}
     for runtime in runtimes or RUNTIMES:

@@ -2,7 +2,8 @@
 
 Runs the app in-process (Flask's test client, no HTTP), sends each kind of request a few
 times, and reads the mean of every latency histogram from prometheus_client's registry. The
-bucket choice in service/metrics.py rests on these numbers. Writes docs/metric-ranges.md.
+bucket choice in service/observability/metrics.py rests on these numbers. Writes
+docs/metric-ranges.md.
 
     python benchmarks/metric_ranges.py [--model-dir models/fashion_mnist]
 """

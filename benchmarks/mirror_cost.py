@@ -65,7 +65,7 @@ def export_variant(network, ramp, shipped: Path, output: Path) -> Path:  # noqa:
 
 def load(model_dir: Path):  # noqa: ANN201 - a LoadedModel
     """A model folder's version 1 in the default runtime."""
-    from service.model import load_version
+    from service.inference.model import load_version
 
     return load_version(model_dir, 1)
 
@@ -231,7 +231,7 @@ def main() -> None:
     args = parser.parse_args()
     import tensorflow as tf
 
-    from service.model import list_versions
+    from service.inference.model import list_versions
     from training.data import load_split
     from training.export import load_network
     from training.models import MIRROR_RAMP as ramp

@@ -61,7 +61,8 @@ def preprocessing_rows() -> list[tuple[str, float, str, float | None]]:
     counting against np.median."""
     from PIL import ImageOps
 
-    from service.preprocessing import decode_image, has_light_background, to_model_input
+    from service.io.images import decode_image
+    from service.io.preprocessing import has_light_background, to_model_input
 
     png = sample_png()
     image = decode_image(png, 25_000_000, 20.0)
@@ -142,7 +143,7 @@ def multipart_rows() -> list[tuple[str, float, str, float | None]]:
     from werkzeug.test import EnvironBuilder
     from werkzeug.wrappers import Request
 
-    from service.inputs import read_form
+    from service.io.uploads import read_form
 
     body = multipart_body(sample_png())
     environ = EnvironBuilder(
@@ -173,7 +174,9 @@ def logging_rows() -> list[tuple[str, float, str, float | None]]:
     logger.setLevel(logging.INFO)
 
     def line() -> None:
-        logger.info(orjson.dumps(ACCESS_LINE).decode())  # as service/instrumentation.py
+        logger.info(
+            orjson.dumps(ACCESS_LINE).decode()
+        )  # as service/observability/instrumentation.py
 
     rows = []
     try:
@@ -203,7 +206,7 @@ def logging_rows() -> list[tuple[str, float, str, float | None]]:
     return rows
 
 
-def request_metrics(metrics: Any) -> None:  # noqa: ANN401 - the service.metrics module
+def request_metrics(metrics: Any) -> None:  # noqa: ANN401 - the service.observability.metrics module
     """The metric updates of one single-image /predict, batch-level ones included, queued in
     the worker's MetricBuffer as the service makes them."""
     metrics.add(metrics.IN_FLIGHT, 1)
@@ -219,7 +222,7 @@ def request_metrics(metrics: Any) -> None:  # noqa: ANN401 - the service.metrics
     metrics.add(metrics.IN_FLIGHT, -1)
 
 
-def request_metrics_written(metrics: Any) -> None:  # noqa: ANN401 - the service.metrics module
+def request_metrics_written(metrics: Any) -> None:  # noqa: ANN401 - the service.observability.metrics module
     """The same updates written one by one through prometheus_client, as requests did before
     the MetricBuffer."""
     metrics.IN_FLIGHT.inc()
@@ -250,7 +253,7 @@ def flushed_per_request(metrics: Any, requests: int = 100) -> float:  # noqa: AN
 
 def metrics_rows() -> list[tuple[str, float, str, float | None]]:
     """A request's metric updates, queued, against the multiprocess writes they replaced."""
-    from service import metrics
+    from service.observability import metrics
 
     rows = [
         (
@@ -283,8 +286,8 @@ def metrics_rows() -> list[tuple[str, float, str, float | None]]:
 def model_rows() -> list[tuple[str, float, str, float | None]]:
     """One LiteRT call at batch 1 (the default runtime): the service's own invocation against
     SignatureRunner."""
-    from service.model import list_versions, load_version
-    from service.runtime import _Invocation
+    from service.inference.model import list_versions, load_version
+    from service.inference.runtime import _Invocation
     from service.settings import DEFAULT_RUNTIME
 
     model_dir = ROOT / "models" / "fashion_mnist"
@@ -293,9 +296,9 @@ def model_rows() -> list[tuple[str, float, str, float | None]]:
     ours: _Invocation = model.runtime._new_runner()
     runner = model.runtime._new_runner().interpreter.get_signature_runner("serving_default")
     response = {"model": {"name": "fashion_mnist", "version": 1}, "predictions": []}
-    from service.inputs import PredictOptions
-    from service.jsonio import dump
-    from service.routes import _prediction
+    from service.api.routes import _prediction
+    from service.io.jsonio import dump
+    from service.io.uploads import PredictOptions
 
     row = model.predict(images)[0]
     names = model.class_names
@@ -314,7 +317,7 @@ def model_rows() -> list[tuple[str, float, str, float | None]]:
             None,
         ),
         (
-            "the answer as JSON (orjson, service/jsonio.py)",
+            "the answer as JSON (orjson, service/io/jsonio.py)",
             microseconds(lambda: dump(answer), 20000),
             "json.dumps (before)",
             microseconds(lambda: json.dumps(answer), 20000),

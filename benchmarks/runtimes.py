@@ -1,9 +1,9 @@
 """What each runtime answers and costs: the shipped model's newest version through every one.
 
-For each runtime of service/runtime.py: test accuracy on the full Fashion-MNIST test set, how
-far its probabilities are from the SavedModel signature's (the reference) over those 10,000
-images, how often its class differs, the size of what it runs, and the model alone in-process
-(one thread) at batch 1, 8, 32 and 64. The default runtime must be the fastest one whose
+For each runtime of service/inference/runtime.py: test accuracy on the full Fashion-MNIST test
+set, how far its probabilities are from the SavedModel signature's (the reference) over those
+10,000 images, how often its class differs, the size of what it runs, and the model alone in-
+process (one thread) at batch 1, 8, 32 and 64. The default runtime must be the fastest one whose
 accuracy stays at the project's floor.
 
 Run with `make bench-runtimes DATA_DIR=../shared/data/fashion-mnist`; it writes
@@ -31,8 +31,8 @@ CHUNK = 500  # images per call over the test set
 
 def answers(model_dir: Path, data_dir: Path) -> tuple[dict[str, np.ndarray], np.ndarray, dict]:
     """Every runtime's probabilities for the whole test set, the labels, and each one's size."""
-    from service.model import list_versions, load_version
-    from service.runtime import RUNTIMES
+    from service.inference.model import list_versions, load_version
+    from service.inference.runtime import RUNTIMES
     from training.data import load_split
 
     test = load_split(
@@ -77,7 +77,8 @@ def markdown(results: dict) -> str:
         "# Runtimes: what each answers and costs",
         "",
         "Measured by `make bench-runtimes` (`benchmarks/runtimes.py`): the newest shipped "
-        "version through each runtime of `service/runtime.py` (`FMNIST_RUNTIME`), over the "
+        "version through each runtime of `service/inference/runtime.py` (`FMNIST_RUNTIME`), "
+        "over the "
         f"{results['test_images']} images of the Fashion-MNIST test set; differences are "
         f"against `{REFERENCE}`, the SavedModel's own signature. The model alone: one thread "
         "calling it in-process on random images, CPU ms per image.",

@@ -16,7 +16,7 @@ import tensorflow as tf
 from flask import Flask, jsonify, request
 from PIL import Image
 
-from service.model import list_versions
+from service.inference.model import list_versions
 from training.data import CLASS_NAMES
 
 

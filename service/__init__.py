@@ -18,17 +18,18 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Build the app: defaults, then FMNIST_* environment, then `config` overrides."""
     from flask import Flask
 
-    from service import errors, instrumentation
-    from service.batching import BatchingConfig
-    from service.dataplane import DataPlane
-    from service.jsonio import OrjsonProvider
-    from service.openapi import openapi
-    from service.page import page
-    from service.protocols.kserve_v2 import v2
-    from service.protocols.tf_serving import v1
-    from service.routes import api
+    from service import errors
+    from service.api.kserve_v2 import v2
+    from service.api.openapi import openapi
+    from service.api.page import page
+    from service.api.routes import api
+    from service.api.tf_serving import v1
+    from service.inference.batching import BatchingConfig
+    from service.inference.dataplane import DataPlane
+    from service.inference.versions import ModelVersions
+    from service.io.jsonio import OrjsonProvider
+    from service.observability import instrumentation
     from service.settings import Settings
-    from service.versions import ModelVersions
 
     settings = Settings.from_env(**(config or {}))
     app = Flask(__name__)

@@ -182,7 +182,7 @@ def problem(status: int, code: str, detail: str, headers: dict[str, str] | None 
         "detail": detail,
     }
     if has_request_context():
-        g.error_code = code  # counted and logged by service.instrumentation
+        g.error_code = code  # counted and logged by service.observability.instrumentation
     response = jsonify(body)
     response.status_code = status
     response.content_type = PROBLEM_JSON

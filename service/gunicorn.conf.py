@@ -83,8 +83,8 @@ class AppLogger(Logger):
         logger nobody reads."""
 
 
-# Per-request lines come from the app as JSON (service/instrumentation.py), so gunicorn's
-# own access log stays off; its error log (start-up, worker deaths) goes to stderr.
+# Per-request lines come from the app as JSON (service/observability/instrumentation.py), so
+# gunicorn's own access log stays off; its error log (start-up, worker deaths) goes to stderr.
 accesslog = None
 logger_class = AppLogger
 errorlog = "-"

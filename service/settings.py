@@ -79,7 +79,7 @@ class Settings:
     runtime: str = DEFAULT_RUNTIME
     """What runs the SavedModel: "litert-int8" (converted at load with 8-bit weights, run by
     LiteRT's interpreter), "litert" (converted with float weights: the SavedModel's answers
-    within 1e-5) or "savedmodel" (TensorFlow's signature); service/runtime.py, measured in
+    within 1e-5) or "savedmodel" (TensorFlow's signature); service/inference/runtime.py, measured in
     docs/benchmarks.md."""
     tf_threads: int = 1
     """Threads of one model call (LiteRT's, or TensorFlow's intra- and inter-op pools) per
@@ -87,7 +87,7 @@ class Settings:
     warmup: bool = True
     """Run one inference after loading, so the first request pays no graph tracing."""
     batching: bool = True
-    """Group concurrent requests of a worker into one model call (service/batching.py)."""
+    """Group concurrent requests of a worker into one model call (service/inference/batching.py)."""
     batch_max_size: int = 64
     """Most images in one batched model call."""
     batch_max_wait_ms: float = 2.0

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import requests
 
-from service.batching import BatchingConfig, BatchingPredictor
 from service.errors import DeadlineExceeded, Overloaded
+from service.inference.batching import BatchingConfig, BatchingPredictor
 
 
 class RecordingModel:

@@ -9,9 +9,35 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from service import contract, errors
-from service.openapi import document
-from service.protocols.kserve_v2 import HEADER_LENGTH
+from service import errors
+from service.api.kserve_v2 import HEADER_LENGTH
+from service.api.openapi import document
+from service.contract.document import DOCUMENTED
+from service.contract.errors import Problem, ProtocolError
+from service.contract.kserve_v2 import (
+    INFERENCE_REFUSALS,
+    InferenceRequest,
+    InferenceResponse,
+    ModelMetadata,
+    ServerMetadata,
+)
+from service.contract.predict import (
+    PREDICT_REFUSALS,
+    Alive,
+    Loading,
+    PredictRequest,
+    PredictResponse,
+    Ready,
+)
+from service.contract.reading import refusal_key
+from service.contract.tf_serving import (
+    TF_PREDICT_REFUSALS,
+    TfColumnsResponse,
+    TfModelMetadata,
+    TfModelStatus,
+    TfPredictRequest,
+    TfRowsResponse,
+)
 from service.settings import Settings
 from tests.images import encode, garment
 
@@ -31,27 +57,27 @@ def tensor(**fields) -> dict:
 @pytest.mark.parametrize(
     ("method", "path", "body", "model"),
     [
-        ("get", "/healthz", None, contract.Alive),
-        ("get", "/readyz", None, contract.Ready),
-        ("post", "/predict", {"instances": [PIXELS]}, contract.PredictResponse),
-        ("post", "/predict?top_k=3", {"instances": [PIXELS] * 2}, contract.PredictResponse),
-        ("get", f"/v1/models/{MODEL}", None, contract.TfModelStatus),
-        ("get", f"/v1/models/{MODEL}/metadata", None, contract.TfModelMetadata),
-        ("post", V1, {"instances": [PIXELS]}, contract.TfRowsResponse),
-        ("post", V1, {"inputs": {"images": [PIXELS]}}, contract.TfColumnsResponse),
-        ("get", "/v2", None, contract.ServerMetadata),
-        ("get", f"/v2/models/{MODEL}", None, contract.ModelMetadata),
-        ("post", V2, tensor(data=PIXELS) | {"id": "7"}, contract.InferenceResponse),
-        ("post", "/predict", {"instances": [7]}, contract.Problem),
-        ("get", "/nope", None, contract.Problem),
-        ("post", V2, tensor(name="x"), contract.ProtocolError),
-        ("post", V1, {"instances": 5}, contract.ProtocolError),
+        ("get", "/healthz", None, Alive),
+        ("get", "/readyz", None, Ready),
+        ("post", "/predict", {"instances": [PIXELS]}, PredictResponse),
+        ("post", "/predict?top_k=3", {"instances": [PIXELS] * 2}, PredictResponse),
+        ("get", f"/v1/models/{MODEL}", None, TfModelStatus),
+        ("get", f"/v1/models/{MODEL}/metadata", None, TfModelMetadata),
+        ("post", V1, {"instances": [PIXELS]}, TfRowsResponse),
+        ("post", V1, {"inputs": {"images": [PIXELS]}}, TfColumnsResponse),
+        ("get", "/v2", None, ServerMetadata),
+        ("get", f"/v2/models/{MODEL}", None, ModelMetadata),
+        ("post", V2, tensor(data=PIXELS) | {"id": "7"}, InferenceResponse),
+        ("post", "/predict", {"instances": [7]}, Problem),
+        ("get", "/nope", None, Problem),
+        ("post", V2, tensor(name="x"), ProtocolError),
+        ("post", V1, {"instances": 5}, ProtocolError),
     ],
 )
 def test_real_answers_fit_their_models(client, method, path, body, model):
     response = getattr(client, method)(path, json=body)
     model.model_validate(response.json, strict=True)
-    refused = model in (contract.Problem, contract.ProtocolError)
+    refused = model in (Problem, ProtocolError)
     assert (response.status_code >= 400) == refused, response.json
 
 
@@ -59,7 +85,7 @@ def test_a_binary_inference_answer_fits_its_model(client):
     body = tensor(data=PIXELS) | {"parameters": {"binary_data_output": True}}
     response = client.post(V2, json=body)
     length = int(response.headers[HEADER_LENGTH])
-    answer = contract.InferenceResponse.model_validate_json(response.data[:length])
+    answer = InferenceResponse.model_validate_json(response.data[:length])
     assert answer.outputs[0].parameters.binary_data_size == len(response.data) - length == 40
 
 
@@ -70,19 +96,18 @@ def test_readiness_before_loading_fits_its_model(tmp_path):
     app.extensions["versions"].wait_ready(2)
     response = app.test_client().get("/readyz")
     assert response.status_code == 503
-    contract.Loading.model_validate(response.json)
+    Loading.model_validate(response.json)
     app.extensions["versions"].stop()
 
 
 def test_every_documented_model_is_in_the_document():
     schemas = document(Settings())["components"]["schemas"]
-    assert {model.__name__ for model in contract.DOCUMENTED} <= set(schemas)
+    assert {model.__name__ for model in DOCUMENTED} <= set(schemas)
     assert "x-batch-limit" not in json.dumps(schemas)  # every marker got the limit
 
 
 def test_every_route_documents_the_errors_it_declares():
-    from service import routes
-    from service.protocols import kserve_v2, tf_serving
+    from service.api import kserve_v2, routes, tf_serving
 
     spec = document(Settings())["paths"]
     declared = {
@@ -168,9 +193,9 @@ def test_each_refusal_answers_its_code_and_message(client, path, body, status, c
 
 def test_the_cases_above_reach_every_entry_of_the_refusal_tables():
     tables = {
-        "/predict": (contract.PredictRequest, contract.PREDICT_REFUSALS),
-        V1: (contract.TfPredictRequest, contract.TF_PREDICT_REFUSALS),
-        V2: (contract.InferenceRequest, contract.INFERENCE_REFUSALS),
+        "/predict": (PredictRequest, PREDICT_REFUSALS),
+        V1: (TfPredictRequest, TF_PREDICT_REFUSALS),
+        V2: (InferenceRequest, INFERENCE_REFUSALS),
     }
     reached = {path: set() for path in tables}
     for path, body, *_ in REFUSALS:
@@ -178,7 +203,7 @@ def test_the_cases_above_reach_every_entry_of_the_refusal_tables():
         try:
             model.model_validate(body)
         except ValidationError as error:
-            reached[path].add(contract.refusal_key(error.errors()[0], table))
+            reached[path].add(refusal_key(error.errors()[0], table))
     for path, (_, table) in tables.items():
         assert reached[path] == set(table), path
 
@@ -237,7 +262,7 @@ def test_tensor_data_is_numbers_at_any_depth(client, data, words):
 
 def test_a_base64_image_is_decoded_by_its_model():
     png = encode(garment())
-    request = contract.PredictRequest.model_validate(
+    request = PredictRequest.model_validate(
         {"instances": [{"b64": base64.b64encode(png).decode()}, PIXELS]}
     )
     assert request.instances[0].b64 == png and request.instances[1] == PIXELS

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from prometheus_client import Counter, Gauge, Histogram
 
-from service import metrics
+from service.observability import metrics
 from tests.conftest import require_program
 from tests.grafana import dashboard_queries, load_dashboard, panels
 
@@ -18,7 +18,8 @@ METRIC_NAME = re.compile(r"\bfmnist_\w+")
 
 
 def declared_series() -> set[str]:
-    """Every series name service/metrics.py exposes (counters' _total, histograms' parts)."""
+    """Every series name service/observability/metrics.py exposes (counters' _total,
+    histograms' parts)."""
     names = set()
     for metric in vars(metrics).values():
         if isinstance(metric, Counter):

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service import decode_budget, errors
-from service.decode_budget import DECODE_BUDGET, check, inspect, pixel_cost
-from service.preprocessing import decode_image, to_model_input
+from service import errors
+from service.io import decode_budget
+from service.io.decode_budget import DECODE_BUDGET, check, inspect, pixel_cost
+from service.io.images import decode_image
+from service.io.preprocessing import to_model_input
 from tests import hostile
 from tests.images import catalogue_photo, encode, garment
 

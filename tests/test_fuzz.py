@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from service import errors
-from service.preprocessing import decode_image, to_model_input
+from service.io.images import decode_image
+from service.io.preprocessing import to_model_input
 from tests import hostile
 from tests.images import catalogue_photo, encode, garment
 

@@ -19,8 +19,8 @@ import pytest
 import requests
 from PIL import Image
 
-from service.metrics import FLUSH_INTERVAL
-from service.model import list_versions, load_version
+from service.inference.model import list_versions, load_version
+from service.observability.metrics import FLUSH_INTERVAL
 from tests import container
 from tests.conftest import SHIPPED_MODEL_DIR, free_port, require_program
 from tests.images import catalogue_photo, encode, garment

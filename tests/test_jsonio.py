@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from service.jsonio import dump
+from service.io.jsonio import dump
 
 
 def test_floats_and_order_read_back_as_the_standard_librarys():

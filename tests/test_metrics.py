@@ -21,8 +21,8 @@ import yaml
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
-from service import metrics
-from service.instrumentation import HANDLING, METHOD_LABELS
+from service.observability import metrics
+from service.observability.instrumentation import HANDLING, METHOD_LABELS
 from tests.conftest import ROOT, require_program
 from tests.images import encode, garment
 from tests.prometheus import SHIPPED_CONFIG, SHIPPED_TARGET

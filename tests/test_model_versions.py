@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 import requests
 
-from service.batching import BatchingConfig
 from service.errors import ModelVersionNotFound
-from service.model import list_versions, load_version
-from service.versions import ModelVersions, VersionPolicy
+from service.inference.batching import BatchingConfig
+from service.inference.model import list_versions, load_version
+from service.inference.versions import ModelVersions, VersionPolicy
 from tests.conftest import LiveServer
 from tests.images import encode, garment
 
@@ -116,7 +116,7 @@ def test_a_broken_new_version_never_replaces_the_served_one(
     add_version(trained_versions, tmp_path, 2)
     versions = versions_for(tmp_path)
     add_broken(trained_versions, tmp_path, 3, how)
-    with caplog.at_level(logging.ERROR, logger="service.versions"):
+    with caplog.at_level(logging.ERROR, logger="service.inference.versions"):
         versions.refresh()
         versions.refresh()  # unchanged since it failed: not tried again
     assert [r.message for r in caplog.records] == [
@@ -284,7 +284,7 @@ def test_a_retired_version_answers_the_requests_holding_it_then_is_unloaded(
     versions = versions_for(tmp_path, batching=BatchingConfig(64, 0, 16))
     held = versions.current()  # a request that found version 1 just before the swap
     add_version(trained_versions, tmp_path, 2)
-    with caplog.at_level(logging.INFO, logger="service.versions"):
+    with caplog.at_level(logging.INFO, logger="service.inference.versions"):
         versions.refresh()
         assert versions.current().version == 2
         # Its queue still serves it (closing it first answered such requests 503 overloaded).

@@ -15,7 +15,7 @@ import schemathesis
 from openapi_spec_validator import OpenAPIV31SpecValidator
 
 from service import errors
-from service.openapi import document
+from service.api.openapi import document
 from service.settings import Settings
 from tests.conftest import ROOT, LiveServer
 

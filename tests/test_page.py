@@ -12,7 +12,7 @@ import pytest
 import requests
 from PIL import Image
 
-from service.page import CONTENT_SECURITY_POLICY
+from service.api.page import CONTENT_SECURITY_POLICY
 from tests.conftest import ROOT, LiveServer, require_program
 from tests.images import catalogue_photo, encode, garment
 

@@ -12,9 +12,9 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image, PngImagePlugin
 
 from service import errors
-from service.preprocessing import (
+from service.io.images import decode_image
+from service.io.preprocessing import (
     _black_background,
-    decode_image,
     has_light_background,
     pixels_from_array,
     to_grayscale,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import requests
 
-from service.protocols.kserve_v2 import SERVER_VERSION
+from service.api.kserve_v2 import SERVER_VERSION
 from tests.conftest import ROOT
 from tests.images import garment
 

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import requests
 
-from service.model import list_versions, load_version
-from service.preprocessing import decode_image, to_model_input
-from service.runtime import RUNTIMES
+from service.inference.model import list_versions, load_version
+from service.inference.runtime import RUNTIMES
+from service.io.images import decode_image
+from service.io.preprocessing import to_model_input
 from service.settings import Settings
 from tests.conftest import SHIPPED_MODEL_DIR
 from tests.idx import synthetic_images
@@ -148,7 +149,7 @@ def test_a_litert_worker_never_loads_tensorflow(live_server):
 
 
 def test_a_conversion_is_made_once_and_reused(tiny_model_dir, tmp_path, monkeypatch):
-    from service import runtime
+    from service.inference import runtime
 
     monkeypatch.setattr(runtime.tempfile, "gettempdir", lambda: str(tmp_path))
     folder = tiny_model_dir / str(list_versions(tiny_model_dir)[-1])
@@ -163,7 +164,7 @@ def test_a_conversion_is_made_once_and_reused(tiny_model_dir, tmp_path, monkeypa
 
 
 def test_a_version_that_does_not_convert_names_the_reason(tmp_path, monkeypatch):
-    from service import runtime
+    from service.inference import runtime
 
     monkeypatch.setattr(runtime.tempfile, "gettempdir", lambda: str(tmp_path / "cache"))
     (tmp_path / "cache").mkdir()

@@ -96,7 +96,7 @@ def test_gunicorn_conf_reads_the_settings_without_loading_the_app():
     probe = (
         "import runpy, sys; conf = runpy.run_path('service/gunicorn.conf.py'); "
         "print(conf['threads'], conf['workers'], conf['bind']); "
-        "print([m for m in ('flask', 'service.metrics', 'numpy', 'tensorflow') "
+        "print([m for m in ('flask', 'service.observability.metrics', 'numpy', 'tensorflow') "
         "if m in sys.modules])"
     )
     env = {"FMNIST_THREADS": "7", "FMNIST_WORKERS": "3", "PORT": "8123"}

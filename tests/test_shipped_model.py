@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from service.model import list_versions, load_version
+from service.inference.model import list_versions, load_version
 from service.settings import Settings
 from tests.conftest import SHIPPED_MODEL_DIR, dataset_dir
 from training.data import load_split

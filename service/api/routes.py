@@ -1,7 +1,7 @@
 """The service's own routes: health, readiness, /predict and /preprocess.
 
 Each parses its request and shapes its response; the request path between them is the data
-plane's (service/dataplane.py).
+plane's (service/inference/dataplane.py).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import numpy as np
 from flask import Blueprint, Response, g, jsonify, request
 from PIL import Image
 
-from service.dataplane import dataplane
 from service.errors import (
     Answer,
     BatchTooLarge,
@@ -33,7 +32,8 @@ from service.errors import (
     UnsupportedMediaType,
     UnusableImage,
 )
-from service.inputs import (
+from service.inference.dataplane import dataplane
+from service.io.uploads import (
     IMAGE_FIELD,
     INVERT_VALUES,
     RAW_IMAGE_TYPES,
@@ -47,7 +47,7 @@ from service.inputs import (
 
 api = Blueprint("api", __name__)
 
-# What each route can answer besides 200, for service/openapi.py: reading an upload, then (for
+# What each route can answer besides 200, for service/api/openapi.py: reading an upload, then (for
 # /predict) waiting for the model.
 UPLOAD_ERRORS: tuple[Answer, ...] = (
     MalformedRequest,

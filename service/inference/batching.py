@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
-from service import metrics
 from service.errors import DeadlineExceeded, Overloaded
+from service.observability import metrics
 
 if TYPE_CHECKING:
     from service.settings import Settings

@@ -11,9 +11,8 @@ from flask import Request
 from multipart import MultipartError, MultipartSegment, ParserLimitReached, PushMultipartParser
 from werkzeug.datastructures import MultiDict
 
-from service import metrics
-from service.contract import PREDICT_REFUSALS, Base64Image, PredictRequest, read
-from service.deadline import Deadline
+from service.contract.predict import PREDICT_REFUSALS, Base64Image, PredictRequest
+from service.contract.reading import read
 from service.errors import (
     BatchTooLarge,
     BodyTooLarge,
@@ -21,7 +20,10 @@ from service.errors import (
     MalformedRequest,
     UnsupportedMediaType,
 )
-from service.preprocessing import Invert, decode_image, pixels_from_array, to_model_input
+from service.io.deadline import Deadline
+from service.io.images import decode_image
+from service.io.preprocessing import Invert, pixels_from_array, to_model_input
+from service.observability import metrics
 from service.settings import Settings
 
 IMAGE_FIELD = "image"

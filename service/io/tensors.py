@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from service.contract import TENSOR_VALUES
+from service.contract.values import TENSOR_VALUES
 from service.errors import BatchTooLarge, InvalidTensor
-from service.model import SIZE
+from service.inference.model import SIZE
 
 IMAGE_SHAPES = ((SIZE, SIZE), (SIZE, SIZE, 1))
 

@@ -11,8 +11,8 @@ from typing import Any
 from flask import Blueprint, Response, g, jsonify, request
 from werkzeug.routing import BaseConverter, IntegerConverter
 
-from service.contract import TF_PREDICT_REFUSALS, TfPredictRequest, read
-from service.dataplane import dataplane
+from service.contract.reading import read
+from service.contract.tf_serving import TF_PREDICT_REFUSALS, TfPredictRequest
 from service.errors import (
     Answer,
     BatchTooLarge,
@@ -28,9 +28,10 @@ from service.errors import (
     RequestTimeout,
     RouteNotFound,
 )
-from service.inputs import parse_json
-from service.model import LoadedModel
-from service.protocols.tensors import nested_array, to_images
+from service.inference.dataplane import dataplane
+from service.inference.model import LoadedModel
+from service.io.tensors import nested_array, to_images
+from service.io.uploads import parse_json
 
 
 class ModelName(BaseConverter):
@@ -58,7 +59,7 @@ v1.record_once(
 )
 
 OK = {"error_code": "OK", "error_message": ""}
-# What each route can answer besides 200, for service/openapi.py (with /versions/N, also
+# What each route can answer besides 200, for service/api/openapi.py (with /versions/N, also
 # ModelVersionNotFound): the model lookup, then reading and running a predict request.
 LOOKUP_ERRORS: tuple[Answer, ...] = (ModelNotFound, RouteNotFound, ModelNotReady)
 PREDICT_ERRORS = (

@@ -3,8 +3,8 @@
 As in MLServer's handlers/dataplane.py, /predict, /preprocess, TensorFlow Serving's :predict and
 the Open Inference Protocol's infer all go through the same calls: find the version the request
 names, read the body under the request deadline, run the images through that version's batcher
-under the same deadline, count the predictions. The routes of service/routes.py and
-service/protocols/ only translate their wire format to and from these calls.
+under the same deadline, count the predictions. The routes of service/api/routes.py and
+service/api/ only translate their wire format to and from these calls.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ import numpy as np
 from flask import Request, current_app
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from service import metrics
-from service.deadline import Deadline
 from service.errors import ModelNotFound
-from service.model import LoadedModel
+from service.inference.model import LoadedModel
+from service.inference.versions import ModelVersions
+from service.io.deadline import Deadline
+from service.observability import metrics
 from service.settings import Settings
-from service.versions import ModelVersions
 
 
 class DataPlane:
@@ -70,7 +70,7 @@ def receive_body(request: Request, deadline: Deadline) -> None:
     """Read the whole body now, as bytes, giving up when the deadline passes (408).
 
     Every route parses the bytes itself, whatever the Content-Type says (curl -d sends a form
-    type with a JSON body); /predict's multipart forms are parsed by service/inputs.py.
+    type with a JSON body); /predict's multipart forms are parsed by service/io/uploads.py.
     """
     with deadline.reading_body(request.environ):
         body = request.get_data()

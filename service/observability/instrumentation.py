@@ -9,8 +9,8 @@ import time
 
 from flask import Flask, Request, Response, g, request
 
-from service import metrics
-from service.jsonio import dump
+from service.io.jsonio import dump
+from service.observability import metrics
 
 access_log = logging.getLogger("service.access")
 
@@ -24,7 +24,7 @@ METHOD_LABELS = frozenset(
 
 class RequestsInProcess:
     """How many requests this process is handling now, from before_request to teardown (the
-    batcher asks: service/batching.py)."""
+    batcher asks: service/inference/batching.py)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

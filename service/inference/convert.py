@@ -1,11 +1,11 @@
 """Convert one SavedModel version for LiteRT, in a process of its own.
 
-    python -m service.convert SAVED_MODEL_DIR OUTPUT_DIR SIGNATURE [int8]
+    python -m service.inference.convert SAVED_MODEL_DIR OUTPUT_DIR SIGNATURE [int8]
 
-service/runtime.py runs this when a version loads, so that a worker serving with LiteRT never
-imports TensorFlow, which would hold about 550 MiB in every worker and add seconds to its
-start (docs/benchmarks.md). It writes, atomically (a temporary folder, then one rename),
-OUTPUT_DIR/model.tflite and OUTPUT_DIR/signature_def.json: the serving SignatureDef in
+service/inference/runtime.py runs this when a version loads, so that a worker serving with
+LiteRT never imports TensorFlow, which would hold a few hundred MiB in every worker and add
+seconds to its start (docs/benchmarks.md). It writes, atomically (a temporary folder, then one
+rename), OUTPUT_DIR/model.tflite and OUTPUT_DIR/signature_def.json: the serving SignatureDef in
 protobuf's JSON mapping, which the /v1 metadata route shows. With `int8` the weights are
 quantized to 8 bits (the converter's dynamic range quantization: no calibration data; LiteRT
 quantizes each image's activations on the fly, so an image's answer never depends on the other

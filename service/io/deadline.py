@@ -2,7 +2,7 @@
 
 Under gunicorn's gthread worker, its `timeout` only restarts a worker whose main loop hangs;
 a request thread that waits on a slow client or works through a heavy batch is never cut
-off. The deadline bounds both, on every POST route (service/dataplane.py): socket reads of
+off. The deadline bounds both, on every POST route (service/inference/dataplane.py): socket reads of
 the body stop when it passes (408), and it is checked between images, before calling the
 model, and while waiting in the batching queue (503).
 """

@@ -21,10 +21,16 @@ from functools import partial
 from pathlib import Path
 from typing import Literal
 
-from service import metrics
-from service.batching import BatchingConfig, BatchingPredictor
 from service.errors import ModelNotReady, ModelVersionNotFound
-from service.model import VERSION_FOLDER, LoadedModel, load_folder, run_timed, version_folders
+from service.inference.batching import BatchingConfig, BatchingPredictor
+from service.inference.model import (
+    VERSION_FOLDER,
+    LoadedModel,
+    load_folder,
+    run_timed,
+    version_folders,
+)
+from service.observability import metrics
 from service.settings import DEFAULT_RUNTIME
 
 log = logging.getLogger(__name__)

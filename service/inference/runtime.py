@@ -3,8 +3,8 @@ ones, or TensorFlow's own signature.
 
 The SavedModel stays the artifact that training writes and that the /v1 and /v2 metadata
 describe. The LiteRT runtimes convert it when the version loads
-(`tf.lite.TFLiteConverter.from_saved_model`, in a child process: service/convert.py) and run
-the result with LiteRT's interpreter and its XNNPACK kernels. For this model a call costs a
+(`tf.lite.TFLiteConverter.from_saved_model`, in a child process: service/inference/convert.py)
+and run the result with LiteRT's interpreter and its XNNPACK kernels. For this model a call costs a
 fraction of the SavedModel signature's, whose Python call machinery weighs more than the
 network at small batches, and the worker never imports TensorFlow (docs/benchmarks.md).
 "litert" and "savedmodel" answer the same probabilities within 1e-5; "litert-int8" quantizes
@@ -28,13 +28,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from service import convert
+from service.inference import convert
 from service.settings import RUNTIMES
 
 log = logging.getLogger(__name__)
 
 CONVERT_TIMEOUT = 300  # seconds; converting the shipped model takes a few
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 class Runtime(Protocol):
@@ -176,7 +176,7 @@ def converted(path: Path, signature: str, int8: bool = False) -> Path:
     if (folder / convert.MODEL_FILE).is_file():
         return folder
     result = subprocess.run(
-        [sys.executable, "-m", "service.convert", str(path), str(folder), signature]
+        [sys.executable, "-m", "service.inference.convert", str(path), str(folder), signature]
         + (["int8"] if int8 else []),
         cwd=PROJECT_ROOT,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")},

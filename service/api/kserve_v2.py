@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from service.contract import INFERENCE_REFUSALS, InferenceRequest, RequestInput, read
-from service.dataplane import dataplane
+from service.contract.kserve_v2 import INFERENCE_REFUSALS, InferenceRequest, RequestInput
+from service.contract.reading import read
 from service.errors import (
     Answer,
     BatchTooLarge,
@@ -29,9 +29,10 @@ from service.errors import (
     RouteNotFound,
     UnsupportedMediaType,
 )
-from service.inputs import parse_json
-from service.model import LoadedModel
-from service.protocols.tensors import flat_array, image_count, to_images
+from service.inference.dataplane import dataplane
+from service.inference.model import LoadedModel
+from service.io.tensors import flat_array, image_count, to_images
+from service.io.uploads import parse_json
 
 v2 = Blueprint("kserve_v2", __name__, url_prefix="/v2")
 
@@ -43,7 +44,7 @@ HEADER_LENGTH = "Inference-Header-Content-Length"
 DATATYPES = {"UINT8": np.dtype("u1"), "FP32": np.dtype("<f4")}
 METADATA_DATATYPES = {"uint8": "UINT8", "float32": "FP32"}
 MAX_DIGITS = 18  # longer numbers are no version or length here (and int() refuses 4300+ digits)
-# What each route can answer besides 200, for service/openapi.py (with /versions/N, also
+# What each route can answer besides 200, for service/api/openapi.py (with /versions/N, also
 # ModelVersionNotFound). Model readiness answers 400 while loading: the protocol's false.
 READY_ERRORS: tuple[Answer, ...] = (ModelNotFound, RouteNotFound)
 LOOKUP_ERRORS = (*READY_ERRORS, ModelNotReady)

@@ -1,7 +1,7 @@
 """One loaded model version: its folder, metadata and runtime; finding and loading folders.
 
-Which versions are served, and when they change, is service/versions.py's job; how requests
-reach a version (the deadline, the batcher) is service/dataplane.py's.
+Which versions are served, and when they change, is service/inference/versions.py's job; how
+requests reach a version (the deadline, the batcher) is service/inference/dataplane.py's.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from service import metrics
-from service.runtime import Runtime, load_runtime
+from service.inference.runtime import Runtime, load_runtime
+from service.observability import metrics
 from service.settings import DEFAULT_RUNTIME
 
 if TYPE_CHECKING:
-    from service.batching import BatchingPredictor
+    from service.inference.batching import BatchingPredictor
 
 SIZE = 28
 VERSION_FOLDER = re.compile(r"[0-9]+")  # ASCII digits only: str.isdigit() also takes "²"
@@ -77,7 +77,7 @@ def run_timed(runtime: Runtime, images: np.ndarray) -> np.ndarray:
 
     A function of the runtime, not a method of the version: a batcher holding it keeps no
     reference back to the version, so a retired version is freed as soon as its last request
-    lets go of it (service/versions.py).
+    lets go of it (service/inference/versions.py).
     """
     started = time.perf_counter()
     probabilities = runtime(images)

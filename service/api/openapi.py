@@ -1,8 +1,8 @@
 """The OpenAPI 3.1 document of the service, served at /openapi.json.
 
-Derived, not written: the schemas are those of service/contract.py's models, and each
+Derived, not written: the schemas are those of service/contract/'s models, and each
 operation's error answers are built from the error classes its route declares (routes.py,
-protocols/tf_serving.py, protocols/kserve_v2.py), in the error form of its path (RFC 9457, or
+tf_serving.py, kserve_v2.py), in the error form of its path (RFC 9457, or
 `{"error", "code"}` under /v1 and /v2). What models do not describe stays by hand, next to its
 route: the multipart and raw image bodies, and the binary tensor data. tests/test_openapi.py
 fails until every route of the app is in `paths()` and every documented path is a route.
@@ -15,10 +15,11 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
 
-from service import errors, routes
-from service.contract import BATCH_LIMIT, NUM_CLASSES, SIZE, json_schemas
-from service.inputs import INVERT_VALUES
-from service.protocols import kserve_v2, tf_serving
+from service import errors
+from service.api import kserve_v2, routes, tf_serving
+from service.contract.document import json_schemas
+from service.contract.values import BATCH_LIMIT, NUM_CLASSES, SIZE
+from service.io.uploads import INVERT_VALUES
 from service.settings import Settings
 
 OPENAPI_VERSION = "3.1.0"

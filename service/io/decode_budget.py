@@ -29,7 +29,7 @@ from service.errors import ImageTooLarge
 
 DECODE_BUDGET = 700_000_000  # cost units per image: decoded and preprocessed within 1 s here
 
-# Preprocessing (service/preprocessing.py), per pixel, by the mode Pillow decodes to: modes
+# Preprocessing (service/io/preprocessing.py), per pixel, by the mode Pillow decodes to: modes
 # with alpha are composited onto white as RGBA, 32-bit ones scaled in float32.
 MODE_COST = {"1": 12, "L": 10, "P": 14, "RGB": 12, "YCbCr": 10, "LAB": 10, "CMYK": 16}
 ALPHA_COST = 28  # RGBA, LA, PA and any mode with a transparency key: composited as RGBA

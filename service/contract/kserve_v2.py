@@ -1,0 +1,174 @@
+"""The Open Inference Protocol (KServe v2): inference request and response, server and model
+metadata, as MLServer declares them (its types/dataplane.py)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    Field,
+    SkipValidation,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+)
+from pydantic.json_schema import SkipJsonSchema
+
+from service.contract.reading import Refusals, Strict
+from service.contract.values import Probability, TensorData
+from service.errors import InvalidTensor, MalformedRequest
+
+
+class InputParameters(Strict):
+    """An input's free-form parameters, with the one this service reads."""
+
+    # Any integer: one that is not the binary data's length is refused with both numbers.
+    binary_data_size: StrictInt | None = Field(None, json_schema_extra={"minimum": 0})
+
+
+class RequestInput(Strict):
+    """The input tensor: `data`, or `parameters.binary_data_size` with the binary extension."""
+
+    # Declared in the order the checks ran before these models: the first error answers.
+    name: StrictStr = Field(examples=["images"])
+    datatype: Literal["FP32", "UINT8"]
+    # Its length is checked with its sizes (tensors.image_count), whose message names the
+    # shapes taken. Not prefixItems ([N, 28, 28, 1] exactly): schemathesis takes them for
+    # draft 4 tuples.
+    shape: list[Annotated[StrictInt, Field(ge=0)]] = Field(
+        description="[N, 28, 28] or [N, 28, 28, 1], N from 1 to the batch limit.",
+        json_schema_extra={"minItems": 3, "maxItems": 4},
+    )
+    parameters: InputParameters | None = None
+    # Checked once the shape is known (kserve_v2.tensor_values); absent with binary data.
+    data: SkipValidation[TensorData] = Field(None)
+
+
+class RequestParameters(Strict):
+    """A request's free-form parameters, with the one this service reads."""
+
+    binary_data_output: StrictBool | None = None
+
+
+class OutputParameters(Strict):
+    """A requested output's free-form parameters, with the one this service reads."""
+
+    binary_data: StrictBool | None = None
+
+
+class RequestOutput(Strict):
+    """An output the request asks for, and how."""
+
+    name: StrictStr = Field(examples=["probabilities"])
+    parameters: OutputParameters | None = None
+
+
+class InferenceRequest(Strict):
+    """An inference request: one input tensor of pixels, optionally which outputs and how.
+
+    Optional members may be null, which counts as absent (as in KServe's and MLServer's own).
+    """
+
+    id: StrictStr | None = Field(None, description="Echoed in the response.")
+    inputs: list[RequestInput] = Field(min_length=1, max_length=1)
+    parameters: RequestParameters | None = None
+    outputs: list[RequestOutput] | None = None
+
+
+MUST_BE_OBJECT = (MalformedRequest, '"parameters" must be an object.')
+UNKNOWN_OUTPUT = (InvalidTensor, "Unknown output {value!r}; the model's output is {output!r}.")
+ONE_INPUT = (InvalidTensor, "Send exactly one input tensor, {input!r}.")
+INFERENCE_REFUSALS: Refusals = {
+    ((), None): (
+        MalformedRequest,
+        'The body must be an inference request with an "inputs" list.',
+    ),
+    (("id",), None): (MalformedRequest, '"id" must be a string.'),
+    (("inputs",), "too_short"): ONE_INPUT,
+    (("inputs",), "too_long"): ONE_INPUT,
+    (("inputs",), "model_type"): ONE_INPUT,
+    (("inputs", "name"), None): (
+        InvalidTensor,
+        "Unknown input {value!r}; the model's input is {input!r}.",
+    ),
+    (("inputs", "datatype"), None): (
+        InvalidTensor,
+        "Datatype {value!r} is not accepted; send UINT8 or FP32.",
+    ),
+    (("inputs", "shape"), None): (
+        InvalidTensor,
+        "The input shape must be a list of non-negative integers.",
+    ),
+    (("inputs", "parameters"), None): MUST_BE_OBJECT,
+    (("inputs", "parameters", "binary_data_size"), None): (
+        InvalidTensor,
+        "binary_data_size must be an integer; got {value!r}.",
+    ),
+    (("parameters",), None): MUST_BE_OBJECT,
+    (("parameters", "binary_data_output"), None): (
+        MalformedRequest,
+        '"binary_data_output" must be true or false.',
+    ),
+    (("outputs",), None): (MalformedRequest, '"outputs" must be a list.'),
+    (("outputs",), "model_type"): UNKNOWN_OUTPUT,
+    (("outputs", "name"), None): UNKNOWN_OUTPUT,
+    (("outputs", "parameters"), None): MUST_BE_OBJECT,
+    (("outputs", "parameters", "binary_data"), None): (
+        MalformedRequest,
+        '"binary_data" must be true or false.',
+    ),
+}
+
+
+class ResponseOutputParameters(BaseModel):
+    """Present when the output's data follows the JSON as binary data."""
+
+    binary_data_size: int = Field(ge=0)
+
+
+class ResponseOutput(BaseModel):
+    """The probabilities tensor, its data in JSON or as binary data after the JSON."""
+
+    name: str
+    datatype: Literal["FP32"]
+    shape: list[Annotated[int, Field(ge=1)]] = Field(
+        min_length=2, max_length=2, description="[N, 10]"
+    )
+    parameters: SkipJsonSchema[None] | ResponseOutputParameters = None
+    data: SkipJsonSchema[None] | list[Probability] = None
+
+
+class InferenceResponse(BaseModel):
+    """An inference response."""
+
+    model_name: str
+    model_version: str
+    id: SkipJsonSchema[None] | str = None
+    outputs: list[ResponseOutput] = Field(min_length=1, max_length=1)
+
+
+class ServerMetadata(BaseModel):
+    """GET /v2: server name, version and protocol extensions."""
+
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class TensorMetadata(BaseModel):
+    """A tensor as model metadata describes it: -1 for the batch dimension."""
+
+    name: str
+    datatype: str
+    shape: list[Annotated[int, Field(ge=-1)]]
+
+
+class ModelMetadata(BaseModel):
+    """GET /v2/models/{name}: served versions, platform, input and output tensors."""
+
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]

@@ -1,0 +1,2 @@
+"""Metrics, the buffered writers of metrics and access-log lines, and the hooks around every
+request."""

@@ -1,1 +1,0 @@
-"""Standard inference protocols spoken beside /predict: TensorFlow Serving REST and KServe v2."""
