@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from http import HTTPStatus
+from typing import Any
 
 from flask import Flask, Response, g, has_request_context, jsonify, request
 from werkzeug.exceptions import HTTPException
@@ -40,6 +42,13 @@ class InvalidParameter(ServiceError):
     status, code = 400, "invalid_parameter"
 
 
+class UnknownSignature(InvalidParameter):
+    """A TensorFlow Serving request names a serving signature the model does not have."""
+
+    def __init__(self, sent: Any, served: str) -> None:
+        super().__init__(f"Serving signature {sent!r} is not found; the model has {served!r}.")
+
+
 class CorruptImage(ServiceError):
     """The bytes claim an allowed image format but do not decode (truncated, bad checksum)."""
 
@@ -62,6 +71,9 @@ class BatchTooLarge(ServiceError):
     """A request carries more images than the batch limit."""
 
     status, code = 413, "batch_too_large"
+
+    def __init__(self, count: int, limit: int) -> None:
+        super().__init__(f"{count} images; the limit is {limit} per request.")
 
 
 class UnsupportedMediaType(ServiceError):
@@ -117,17 +129,32 @@ class ModelNotFound(ServiceError):
 
     status, code = 404, "model_not_found"
 
+    def __init__(self, name: str, served: str) -> None:
+        super().__init__(f"No model named {name!r}; this server serves {served!r}.")
+
 
 class ModelVersionNotFound(ModelNotFound):
     """The request names a model version that is not served (absent, broken, or not listed)."""
 
     status, code = 404, "model_version_not_found"
 
+    def __init__(self, version: object, served: Iterable[int]) -> None:
+        shown = str(version)[:40]  # a URL's text may be long
+        versions = ", ".join(map(str, sorted(served))) or "none"
+        ServiceError.__init__(self, f"Version {shown} is not served; served versions: {versions}.")
+
 
 class InvalidTensor(ServiceError):
     """A protocol request's tensor has the wrong name, datatype, shape, size or values."""
 
     status, code = 400, "invalid_tensor"
+
+
+class UnknownTensor(InvalidTensor):
+    """A protocol request names an input or output the model does not have."""
+
+    def __init__(self, kind: str, sent: Any, served: str) -> None:
+        super().__init__(f"Unknown {kind} {sent!r}; the model's {kind} is {served!r}.")
 
 
 class ModelNotReady(ServiceError):

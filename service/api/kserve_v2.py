@@ -7,10 +7,11 @@ one output: FP32 probabilities [N, 10]. Errors are {"error": "..."} (see service
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 
 from service.contract.kserve_v2 import INFERENCE_REFUSALS, InferenceRequest, RequestInput
 from service.contract.reading import read
@@ -27,9 +28,10 @@ from service.errors import (
     Overloaded,
     RequestTimeout,
     RouteNotFound,
+    UnknownTensor,
     UnsupportedMediaType,
 )
-from service.inference.dataplane import dataplane
+from service.inference.dataplane import Received, dataplane
 from service.inference.model import LoadedModel
 from service.io.tensors import flat_array, image_count, to_images
 from service.io.uploads import parse_json
@@ -109,15 +111,27 @@ def model_metadata(name: str, version: str | None) -> Response:
 @v2.post("/models/<name>/versions/<version>/infer")
 def infer(name: str, version: str | None) -> Response:
     """Classify a batch of images given as one tensor, in JSON or as binary data."""
-    plane = dataplane()
-    model = plane.model(name, parse_version(version))
-    deadline = plane.receive(request)
+    answer = dataplane().infer(request, read_infer, name, parse_version(version))
+    call = answer.request
+    return inference_response(call.inference, answer.model, answer.probabilities, call.binary)
+
+
+@dataclass(frozen=True)
+class InferCall:
+    """An inference request, as read: its images, the request, and whether to answer binary."""
+
+    images: np.ndarray
+    inference: InferenceRequest
+    binary: bool
+
+
+def read_infer(received: Received) -> InferCall:
+    """Read an inference request's body: JSON, then any binary tensor data after it."""
+    model = received.model
+    assert model is not None  # DataPlane.infer always names the version
     inference, binary = read_body(model)
-    images = read_images(inference, binary, model, plane.settings.max_batch)
-    binary = binary_output(inference, model.output_name)
-    g.images = len(images)
-    probabilities = plane.infer(model, images, deadline)
-    return inference_response(inference, model, probabilities, binary)
+    images = read_images(inference, binary, model, received.settings.max_batch)
+    return InferCall(images, inference, binary_output(inference, model.output_name))
 
 
 def parse_version(text: str | None) -> int | None:
@@ -125,7 +139,7 @@ def parse_version(text: str | None) -> int | None:
     if text is None:
         return None
     if not (text.isascii() and text.isdigit() and len(text) <= MAX_DIGITS):
-        raise ModelVersionNotFound(f"Version {text[:40]!r} is not served.")
+        raise ModelVersionNotFound(repr(text), dataplane().versions.served)
     return int(text)
 
 
@@ -166,9 +180,7 @@ def read_images(
     """Check the one input tensor and return it as a uint8 batch [N, 28, 28]."""
     tensor = inference.inputs[0]
     if tensor.name != model.input_name:
-        raise InvalidTensor(
-            f"Unknown input {tensor.name!r}; the model's input is {model.input_name!r}."
-        )
+        raise UnknownTensor("input", tensor.name, model.input_name)
     shape = tensor.shape
     image_count(tuple(shape), max_batch)
     values = tensor_values(tensor, binary)
@@ -199,9 +211,7 @@ def binary_output(inference: InferenceRequest, output_name: str) -> bool:
     binary = inference.parameters is not None and inference.parameters.binary_data_output is True
     for output in inference.outputs or []:
         if output.name != output_name:
-            raise InvalidTensor(
-                f"Unknown output {output.name!r}; the model's output is {output_name!r}."
-            )
+            raise UnknownTensor("output", output.name, output_name)
         asked = output.parameters.binary_data if output.parameters else None
         if asked is not None:
             binary = asked  # overrides binary_data_output

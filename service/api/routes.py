@@ -6,12 +6,12 @@ plane's (service/inference/dataplane.py).
 
 from __future__ import annotations
 
-import dataclasses
 import io
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 from PIL import Image
 
 from service.errors import (
@@ -32,7 +32,7 @@ from service.errors import (
     UnsupportedMediaType,
     UnusableImage,
 )
-from service.inference.dataplane import dataplane
+from service.inference.dataplane import Received, dataplane
 from service.io.uploads import (
     IMAGE_FIELD,
     INVERT_VALUES,
@@ -83,37 +83,47 @@ def readyz() -> tuple[Response, int]:
     return jsonify(status="ready", model=plane.settings.model_name, version=model.version), 200
 
 
+@dataclass(frozen=True)
+class Upload:
+    """An upload to /predict or /preprocess, as read: its images and the caller's options."""
+
+    images: np.ndarray
+    options: PredictOptions
+
+
 @api.post("/predict")
 def predict() -> Response:
     """Classify one or more images from a multipart, raw-image or JSON request."""
-    plane = dataplane()
-    model = plane.model()  # 503 before reading a body while no version is loaded
-    deadline = plane.receive(request)
-    form = read_form(request, plane.settings.max_batch)
-    options = read_options(read_parameters(request, form), len(model.class_names))
-    images = read_images(request, form, plane.settings, options.invert, deadline)
-    g.images = len(images)
-    probabilities = plane.infer(model, images, deadline)
+    answer = dataplane().infer(request, read_upload)
+    model, options = answer.model, answer.request.options
     return jsonify(
-        model={"name": plane.settings.model_name, "version": model.version},
-        predictions=[_prediction(row, model.class_names, options) for row in probabilities],
+        model={"name": dataplane().settings.model_name, "version": model.version},
+        predictions=[_prediction(row, model.class_names, options) for row in answer.probabilities],
     )
 
 
 @api.post("/preprocess")
 def preprocess() -> Response:
     """Return, as a PNG, the 28x28 image /predict would give the model for this upload."""
-    plane = dataplane()
-    deadline = plane.receive(request)
-    form = read_form(request, plane.settings.max_batch)
-    # The same parsing as /predict, with a batch limit of one: one PNG answers one image.
-    one_image = dataclasses.replace(plane.settings, max_batch=1)
-    invert = read_invert(read_parameters(request, form))
-    images = read_images(request, form, one_image, invert, deadline)
-    g.images = len(images)
+    upload = dataplane().preprocess(request, read_upload)
     buffer = io.BytesIO()
-    Image.fromarray(images[0]).save(buffer, format="PNG")
+    Image.fromarray(upload.images[0]).save(buffer, format="PNG")
     return Response(buffer.getvalue(), mimetype="image/png")
+
+
+def read_upload(received: Received) -> Upload:
+    """Read an upload's images and parameters: for /predict, a batch of up to the batch limit;
+    for /preprocess (no model), exactly one image, as one PNG answers one image."""
+    req, settings, model = received.request, received.settings, received.model
+    max_images = settings.max_batch if model is not None else 1
+    form = read_form(req, settings.max_batch)
+    parameters = read_parameters(req, form)
+    if model is None:
+        options = PredictOptions(invert=read_invert(parameters))
+    else:
+        options = read_options(parameters, len(model.class_names))
+    images = read_images(req, form, settings, options.invert, received.deadline, max_images)
+    return Upload(images, options)
 
 
 def _prediction(row: np.ndarray, class_names: list[str], options: PredictOptions) -> dict[str, Any]:

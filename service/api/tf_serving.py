@@ -6,9 +6,11 @@ Predict takes the row format {"instances": [...]} or the columnar {"inputs": ...
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, Response, g, jsonify, request
+import numpy as np
+from flask import Blueprint, Response, jsonify, request
 from werkzeug.routing import BaseConverter, IntegerConverter
 
 from service.contract.reading import read
@@ -27,8 +29,10 @@ from service.errors import (
     Overloaded,
     RequestTimeout,
     RouteNotFound,
+    UnknownSignature,
+    UnknownTensor,
 )
-from service.inference.dataplane import dataplane
+from service.inference.dataplane import Received, dataplane
 from service.inference.model import LoadedModel
 from service.io.tensors import nested_array, to_images
 from service.io.uploads import parse_json
@@ -95,7 +99,7 @@ def model_status(name: str, version: int | None) -> Response:
     if version is not None:
         statuses = [status for status in statuses if status["version"] == str(version)]
         if not statuses:
-            raise ModelVersionNotFound(f"Version {version} of {name!r} was never found.")
+            raise ModelVersionNotFound(version, served)
     body: dict[str, Any] = {"model_version_status": statuses}
     model = served.get(max(served) if version is None else version)
     if model is not None:
@@ -122,15 +126,26 @@ def model_metadata(name: str, version: int | None) -> Response:
 @v1.post("/<model_name:name>/versions/<version:version>:predict")
 def predict(name: str, version: int | None) -> Response:
     """Classify a batch: "instances" answer "predictions", "inputs" answer "outputs"."""
-    plane = dataplane()
-    model = plane.model(name, version)
-    deadline = plane.receive(request)
-    document = parse_json(request.get_data(cache=False))
+    answer = dataplane().infer(request, read_predict, name, version)
+    key = "outputs" if answer.request.columnar else "predictions"
+    return jsonify({key: answer.probabilities.tolist()})
+
+
+@dataclass(frozen=True)
+class PredictCall:
+    """A Predict request, as read: its images, and whether it came in the columnar form."""
+
+    images: np.ndarray
+    columnar: bool
+
+
+def read_predict(received: Received) -> PredictCall:
+    """Read a Predict body into images: JSON, the row or the columnar form, pixel values."""
+    model = received.model
+    assert model is not None  # DataPlane.infer always names the version
+    document = parse_json(received.request.get_data(cache=False))
     data, columnar = read_request(document, model)
-    images = to_images(nested_array(data), plane.settings.max_batch)
-    g.images = len(images)
-    probabilities = plane.infer(model, images, deadline)
-    return jsonify({"outputs" if columnar else "predictions": probabilities.tolist()})
+    return PredictCall(to_images(nested_array(data), received.settings.max_batch), columnar)
 
 
 def describe(model: LoadedModel) -> dict[str, Any]:
@@ -152,14 +167,10 @@ def describe(model: LoadedModel) -> dict[str, Any]:
 def read_request(document: Any, model: LoadedModel) -> tuple[Any, bool]:
     """Return the input tensor's nested values, and whether the request was columnar."""
     predict = read(TfPredictRequest, document, TF_PREDICT_REFUSALS, signature=model.signature_name)
-    sent = predict.model_fields_set
-    if ("instances" in sent) == ("inputs" in sent):
-        raise MalformedRequest('The body must be a JSON object with "instances" or "inputs".')
+    sent = predict.model_fields_set  # exactly one of instances and inputs (the model checks)
     signature = predict.signature_name if "signature_name" in sent else model.signature_name
     if signature != model.signature_name:
-        raise InvalidParameter(
-            f"Serving signature {signature!r} is not found; the model has {model.signature_name!r}."
-        )
+        raise UnknownSignature(signature, model.signature_name)
     if "inputs" in sent:
         return named_value(predict.inputs, model.input_name), True
     return [named_value(item, model.input_name) for item in predict.instances], False
@@ -170,5 +181,5 @@ def named_value(value: Any, input_name: str) -> Any:
     if not isinstance(value, dict):
         return value
     if set(value) != {input_name}:
-        raise InvalidTensor(f"Unknown inputs {sorted(value)}; the model's input is {input_name!r}.")
+        raise UnknownTensor("input", sorted(value), input_name)
     return value[input_name]

@@ -15,9 +15,9 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
-from service.contract.reading import Refusals, Strict
+from service.contract.reading import Refusals, Refused, Strict, says
 from service.contract.values import Probability, TensorData
-from service.errors import InvalidTensor, MalformedRequest
+from service.errors import InvalidTensor, MalformedRequest, ServiceError, UnknownTensor
 
 
 class InputParameters(Strict):
@@ -76,47 +76,47 @@ class InferenceRequest(Strict):
     outputs: list[RequestOutput] | None = None
 
 
-MUST_BE_OBJECT = (MalformedRequest, '"parameters" must be an object.')
-UNKNOWN_OUTPUT = (InvalidTensor, "Unknown output {value!r}; the model's output is {output!r}.")
-ONE_INPUT = (InvalidTensor, "Send exactly one input tensor, {input!r}.")
+MUST_BE_OBJECT = says(MalformedRequest, '"parameters" must be an object.')
+
+
+def unknown_output(refused: Refused) -> ServiceError:
+    """An output the model does not have."""
+    return UnknownTensor("output", refused.value, refused.names["output"])
+
+
+UNKNOWN_OUTPUT = unknown_output
+ONE_INPUT = says(InvalidTensor, "Send exactly one input tensor, {input!r}.")
 INFERENCE_REFUSALS: Refusals = {
-    ((), None): (
-        MalformedRequest,
-        'The body must be an inference request with an "inputs" list.',
+    ((), None): says(
+        MalformedRequest, 'The body must be an inference request with an "inputs" list.'
     ),
-    (("id",), None): (MalformedRequest, '"id" must be a string.'),
+    (("id",), None): says(MalformedRequest, '"id" must be a string.'),
     (("inputs",), "too_short"): ONE_INPUT,
     (("inputs",), "too_long"): ONE_INPUT,
     (("inputs",), "model_type"): ONE_INPUT,
-    (("inputs", "name"), None): (
-        InvalidTensor,
-        "Unknown input {value!r}; the model's input is {input!r}.",
+    (("inputs", "name"), None): lambda refused: UnknownTensor(
+        "input", refused.value, refused.names["input"]
     ),
-    (("inputs", "datatype"), None): (
-        InvalidTensor,
-        "Datatype {value!r} is not accepted; send UINT8 or FP32.",
+    (("inputs", "datatype"), None): says(
+        InvalidTensor, "Datatype {value!r} is not accepted; send UINT8 or FP32."
     ),
-    (("inputs", "shape"), None): (
-        InvalidTensor,
-        "The input shape must be a list of non-negative integers.",
+    (("inputs", "shape"), None): says(
+        InvalidTensor, "The input shape must be a list of non-negative integers."
     ),
     (("inputs", "parameters"), None): MUST_BE_OBJECT,
-    (("inputs", "parameters", "binary_data_size"), None): (
-        InvalidTensor,
-        "binary_data_size must be an integer; got {value!r}.",
+    (("inputs", "parameters", "binary_data_size"), None): says(
+        InvalidTensor, "binary_data_size must be an integer; got {value!r}."
     ),
     (("parameters",), None): MUST_BE_OBJECT,
-    (("parameters", "binary_data_output"), None): (
-        MalformedRequest,
-        '"binary_data_output" must be true or false.',
+    (("parameters", "binary_data_output"), None): says(
+        MalformedRequest, '"binary_data_output" must be true or false.'
     ),
-    (("outputs",), None): (MalformedRequest, '"outputs" must be a list.'),
+    (("outputs",), None): says(MalformedRequest, '"outputs" must be a list.'),
     (("outputs",), "model_type"): UNKNOWN_OUTPUT,
     (("outputs", "name"), None): UNKNOWN_OUTPUT,
     (("outputs", "parameters"), None): MUST_BE_OBJECT,
-    (("outputs", "parameters", "binary_data"), None): (
-        MalformedRequest,
-        '"binary_data" must be true or false.',
+    (("outputs", "parameters", "binary_data"), None): says(
+        MalformedRequest, '"binary_data" must be true or false.'
     ),
 }
 

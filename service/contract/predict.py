@@ -15,7 +15,7 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
-from service.contract.reading import Refusals, Strict, array_or_object
+from service.contract.reading import Refusals, Strict, array_or_object, says
 from service.contract.values import BATCH_LIMIT, NUM_CLASSES, ClassId, PixelArray, Probability
 from service.errors import MalformedRequest
 
@@ -48,19 +48,16 @@ class PredictRequest(Strict):
 
 
 PREDICT_REFUSALS: Refusals = {
-    ((), None): (MalformedRequest, 'The JSON body must be an object with an "instances" list.'),
-    (("instances",), "too_short"): (MalformedRequest, "The request holds no image."),
-    (("instances",), "json_kind"): (
-        MalformedRequest,
-        'instances[{0}] must be {{"b64": ...}} or a 28x28 array of pixel values.',
+    ((), None): says(MalformedRequest, 'The JSON body must be an object with an "instances" list.'),
+    (("instances",), "too_short"): says(MalformedRequest, "The request holds no image."),
+    (("instances",), "json_kind"): says(
+        MalformedRequest, 'instances[{0}] must be {{"b64": ...}} or a 28x28 array of pixel values.'
     ),
-    (("instances", "object"), None): (
-        MalformedRequest,
-        'instances[{0}] must be {{"b64": "<base64 image>"}}.',
+    (("instances", "object"), None): says(
+        MalformedRequest, 'instances[{0}] must be {{"b64": "<base64 image>"}}.'
     ),
-    (("instances", "object", "b64"), "value_error"): (
-        MalformedRequest,
-        "instances[{0}].b64 is not valid base64.",
+    (("instances", "object", "b64"), "value_error"): says(
+        MalformedRequest, "instances[{0}].b64 is not valid base64."
     ),
 }
 

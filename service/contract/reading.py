@@ -8,8 +8,8 @@ number and `true` is no 1.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Annotated, Any, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, NamedTuple, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -22,10 +22,31 @@ from pydantic import (
 from service.errors import ServiceError
 
 Model = TypeVar("Model", bound=BaseModel)
+
+
+class Refused(NamedTuple):
+    """One refused field: the list indexes on its path, the value sent (None when missing), and
+    the names the caller gives `read` (the model's input name...)."""
+
+    indexes: tuple[int, ...]
+    value: Any
+    names: Mapping[str, Any]
+
+
+Refusal = Callable[[Refused], ServiceError]
 # Where a refused field leads: (its path without list indexes, pydantic's error type or None for
-# any) -> (the error class, its message; formatted with the list indexes as {0}, the refused
-# {value} and the names the caller gives).
-Refusals = Mapping[tuple[tuple[str, ...], str | None], tuple[type[ServiceError], str]]
+# any) -> the error it answers.
+Refusals = Mapping[tuple[tuple[str, ...], str | None], Refusal]
+
+
+def says(error: type[ServiceError], message: str) -> Refusal:
+    """A refusal whose message only its table writes: formatted with the list indexes as {0},
+    the refused {value} and the caller's names."""
+
+    def refuse(refused: Refused) -> ServiceError:
+        return error(message.format(*refused.indexes, value=refused.value, **refused.names))
+
+    return refuse
 
 
 class Strict(BaseModel):
@@ -58,11 +79,10 @@ def read(model: type[Model], document: Any, refusals: Refusals, **names: Any) ->
 
 
 def refusal(error: Mapping[str, Any], refusals: Refusals, names: Mapping[str, Any]) -> ServiceError:
-    """The service error for one pydantic error, formatted with its place and value."""
-    cls, message = refusals[refusal_key(error, refusals)]
-    indexes = [part for part in error["loc"] if isinstance(part, int)]
+    """The service error for one pydantic error, built from its place and value."""
+    indexes = tuple(part for part in error["loc"] if isinstance(part, int))
     value = None if error["type"] == "missing" else error["input"]
-    return cls(message.format(*indexes, value=value, **names))
+    return refusals[refusal_key(error, refusals)](Refused(indexes, value, names))
 
 
 def refusal_key(error: Mapping[str, Any], refusals: Refusals) -> tuple[tuple[str, ...], str | None]:

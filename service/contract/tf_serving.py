@@ -10,12 +10,13 @@ from pydantic import (
     Field,
     SkipValidation,
     StrictStr,
+    model_validator,
 )
 from pydantic.json_schema import SkipJsonSchema
 
-from service.contract.reading import Refusals, Strict, array_or_object
+from service.contract.reading import Refusals, Strict, array_or_object, says
 from service.contract.values import BATCH_LIMIT, NUM_CLASSES, PixelArray, ProbabilityRow
-from service.errors import InvalidParameter, MalformedRequest
+from service.errors import MalformedRequest, UnknownSignature
 
 NamedImage = Annotated[
     dict[str, PixelArray],
@@ -50,14 +51,24 @@ class TfPredictRequest(Strict):
     )
     inputs: SkipValidation[array_or_object(Batch, NamedBatch)] = Field(None)
 
+    @model_validator(mode="after")
+    def one_form(self) -> TfPredictRequest:
+        """Exactly one of `instances` and `inputs` (the root's refusal names both)."""
+        if ("instances" in self.model_fields_set) == ("inputs" in self.model_fields_set):
+            raise ValueError("send instances or inputs")
+        return self
+
 
 TF_PREDICT_REFUSALS: Refusals = {
-    ((), None): (MalformedRequest, 'The body must be a JSON object with "instances" or "inputs".'),
-    (("signature_name",), None): (
-        InvalidParameter,
-        "Serving signature {value!r} is not found; the model has {signature!r}.",
+    ((), None): says(
+        MalformedRequest, 'The body must be a JSON object with "instances" or "inputs".'
     ),
-    (("instances",), None): (MalformedRequest, '"instances" must be a list, one item per image.'),
+    (("signature_name",), None): lambda refused: UnknownSignature(
+        refused.value, refused.names["signature"]
+    ),
+    (("instances",), None): says(
+        MalformedRequest, '"instances" must be a list, one item per image.'
+    ),
 }
 
 

@@ -1,16 +1,22 @@
-"""The data plane: the one request path of every route that takes a body or runs the model.
+"""The data plane: the one call of every route that runs the model, whatever its protocol.
 
-As in MLServer's handlers/dataplane.py, /predict, /preprocess, TensorFlow Serving's :predict and
-the Open Inference Protocol's infer all go through the same calls: find the version the request
-names, read the body under the request deadline, run the images through that version's batcher
-under the same deadline, count the predictions. The routes of service/api/routes.py and
-service/api/ only translate their wire format to and from these calls.
+As MLServer's handlers/dataplane.py owns `infer`, `DataPlane.infer` owns the sequence of
+/predict, TensorFlow Serving's :predict and the Open Inference Protocol's infer: find the
+version the request names (404, or 503 while none is loaded, before reading a body), read the
+whole body under the request deadline (408), let the route's wire format turn it into images,
+run them through that version's batcher under the same deadline (503), count the predictions.
+A protocol module only translates its wire format: the `read` function it passes, and the
+answer it shapes from the result. /preprocess runs the same steps up to the images.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
 import numpy as np
-from flask import Request, current_app
+from flask import Request, current_app, g
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from service.errors import ModelNotFound
@@ -21,12 +27,64 @@ from service.observability import metrics
 from service.settings import Settings
 
 
+class Decoded(Protocol):
+    """What a route's wire format makes of a request: at least its images."""
+
+    @property
+    def images(self) -> np.ndarray:
+        """The request's images, a uint8 batch (N, 28, 28)."""
+        ...
+
+
+Parsed = TypeVar("Parsed", bound=Decoded)
+
+
+@dataclass(frozen=True)
+class Received:
+    """A request whose body has arrived within its deadline, and the version it names."""
+
+    request: Request
+    deadline: Deadline
+    settings: Settings
+    model: LoadedModel | None  # None for /preprocess, which runs no model
+
+
+@dataclass(frozen=True)
+class Inference(Generic[Parsed]):
+    """What DataPlane.infer hands back to the route: the version that answered, the request as
+    its wire format read it, and one row of probabilities per image."""
+
+    model: LoadedModel
+    request: Parsed
+    probabilities: np.ndarray
+
+
 class DataPlane:
     """What every model route does, whatever its protocol; registered once per app."""
 
     def __init__(self, settings: Settings, versions: ModelVersions) -> None:
         self.settings = settings
         self.versions = versions
+
+    def infer(
+        self,
+        request: Request,
+        read: Callable[[Received], Parsed],
+        name: str | None = None,
+        version: int | None = None,
+    ) -> Inference[Parsed]:
+        """Run one request through the model version it names, `read` translating its body."""
+        model = self.model(name, version)  # 503 before reading a body while none is loaded
+        received = self.receive(request, model)
+        parsed = read(received)
+        g.images = len(parsed.images)
+        return Inference(model, parsed, self.predict(model, parsed.images, received.deadline))
+
+    def preprocess(self, request: Request, read: Callable[[Received], Parsed]) -> Parsed:
+        """Read a request as `infer` does, up to its images, without running the model."""
+        parsed = read(self.receive(request, None))
+        g.images = len(parsed.images)
+        return parsed
 
     def model(self, name: str | None = None, version: int | None = None) -> LoadedModel:
         """The served version a request names, the default without one.
@@ -35,18 +93,16 @@ class DataPlane:
         request then holds this version: it answers even if a newer one is published meanwhile.
         """
         if name is not None and name != self.settings.model_name:
-            raise ModelNotFound(
-                f"No model named {name!r}; this server serves {self.settings.model_name!r}."
-            )
+            raise ModelNotFound(name, self.settings.model_name)
         return self.versions.current(version)
 
-    def receive(self, request: Request) -> Deadline:
+    def receive(self, request: Request, model: LoadedModel | None) -> Received:
         """Start the request's deadline and read its whole body under it."""
         deadline = Deadline(self.settings.request_timeout)
         receive_body(request, deadline)
-        return deadline
+        return Received(request, deadline, self.settings, model)
 
-    def infer(self, model: LoadedModel, images: np.ndarray, deadline: Deadline) -> np.ndarray:
+    def predict(self, model: LoadedModel, images: np.ndarray, deadline: Deadline) -> np.ndarray:
         """Run a uint8 batch (N, 28, 28) on `model` within the deadline; count its predictions."""
         deadline.check("running the model")
         batcher = model.batcher

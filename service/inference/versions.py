@@ -254,8 +254,5 @@ class ModelVersions:
         if version is None:
             return served[max(served)]
         if version not in served:
-            raise ModelVersionNotFound(
-                f"Version {version} is not served; served versions: "
-                f"{', '.join(map(str, sorted(served)))}."
-            )
+            raise ModelVersionNotFound(version, served)
         return served[version]

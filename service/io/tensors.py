@@ -72,7 +72,7 @@ def image_count(shape: tuple[int, ...], max_batch: int) -> int:
             f"The input shape must be [N, 28, 28] or [N, 28, 28, 1]; got {list(shape)}."
         )
     if shape[0] > max_batch:
-        raise BatchTooLarge(f"{shape[0]} images; the limit is {max_batch} per request.")
+        raise BatchTooLarge(shape[0], max_batch)
     return shape[0]
 
 

@@ -126,9 +126,15 @@ def _parts(parser: PushMultipartParser, body: bytes) -> list[tuple[MultipartSegm
 
 
 def read_images(
-    request: Request, form: Form, settings: Settings, invert: Invert, deadline: Deadline
+    request: Request,
+    form: Form,
+    settings: Settings,
+    invert: Invert,
+    deadline: Deadline,
+    max_images: int,
 ) -> np.ndarray:
-    """Return the request's images as one uint8 batch (N, 28, 28), in request order."""
+    """Return the request's images, at most `max_images`, as one uint8 batch (N, 28, 28), in
+    request order."""
     mimetype = request.mimetype
     if mimetype == MULTIPART:
         items: list[Any] = _multipart_files(form)
@@ -141,8 +147,8 @@ def read_images(
             f"Content-Type {mimetype or '(none)'} is not accepted; send multipart/form-data, "
             f"application/json or one of {', '.join(sorted(RAW_IMAGE_TYPES))}."
         )
-    if len(items) > settings.max_batch:
-        raise BatchTooLarge(f"{len(items)} images; the limit is {settings.max_batch} per request.")
+    if len(items) > max_images:
+        raise BatchTooLarge(len(items), max_images)
     batch = []
     for index, item in enumerate(items):
         deadline.check(f"image {index + 1} of {len(items)}")
