@@ -29,7 +29,8 @@ from tests.test_faults import read_response, start_request
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 
-# 1.89 GB on the stand-in base (README, "The image"): catch a regrowth of dead weight.
+# Just above the size measured on the stand-in base (docs/operations.md, "Testing the
+# image"): catch a regrowth of dead weight.
 MAX_IMAGE_BYTES = 2.0e9
 PHOTO = encode(catalogue_photo(garment(label=2)), "JPEG", quality=95)
 OTHER = encode(garment(label=8), "PNG")
