@@ -10,6 +10,7 @@ import dataclasses
 import math
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, NoReturn
@@ -83,9 +84,12 @@ class Settings:
     docs/benchmarks.md."""
     tf_threads: int = 1
     """Threads of one model call (LiteRT's, or TensorFlow's intra- and inter-op pools) per
-    worker: with 2 workers on 2 cores, 2 measured level with 1 (docs/benchmarks.md)."""
+    worker: with 2 workers on 2 cores, more measured no faster (docs/benchmarks.md, "Workers
+    and threads")."""
     warmup: bool = True
-    """Run one inference after loading, so the first request pays no graph tracing."""
+    """Run one inference after loading, so the first request pays none of the runtime's
+    start-up (the interpreter's first tensor allocation under LiteRT, graph tracing under
+    savedmodel)."""
     batching: bool = True
     """Group concurrent requests of a worker into one model call (service/inference/batching.py)."""
     batch_max_size: int = 64
@@ -120,12 +124,12 @@ class Settings:
     """Address gunicorn binds (read from HOST)."""
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Build settings from defaults, then the environment, then explicit overrides."""
-        environ = os.environ if environ is None else environ
+        variables = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for spec in dataclasses.fields(cls):
-            raw = environ.get(env_name(spec.name))
+            raw = variables.get(env_name(spec.name))
             if raw is not None:
                 values[spec.name] = _parse(raw, spec.default, spec.name)
         unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}

@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -113,7 +114,7 @@ def save_confusion_image(confusion: list[list[int]], path: Path) -> None:
     plt.close(figure)
 
 
-def mirror_note(hyperparameters: dict) -> str:
+def mirror_note(hyperparameters: dict[str, Any]) -> str:
     """Say, when it is so, how an answer averages an image and its mirror image."""
     if not hyperparameters.get("mirror_average"):
         return ""
@@ -132,7 +133,7 @@ def mirror_note(hyperparameters: dict) -> str:
     )
 
 
-def exported_note(metadata: dict) -> str:
+def exported_note(metadata: dict[str, Any]) -> str:
     """Say, when it is so, that the network was trained for another version and exported again."""
     source = metadata.get("exported_from")
     if source is None:
@@ -143,7 +144,7 @@ def exported_note(metadata: dict) -> str:
     )
 
 
-def model_card(metadata: dict) -> str:
+def model_card(metadata: dict[str, Any]) -> str:
     """Return the version folder's README: intended use, data, metrics, known limits."""
     metrics = metadata["metrics"]
     rows = "\n".join(
@@ -193,7 +194,7 @@ on {metadata["training_machine"]}; best validation accuracy
 """
 
 
-def export(model: keras.Model, metadata: dict, output: Path, version: int | None) -> Path:
+def export(model: keras.Model, metadata: dict[str, Any], output: Path, version: int | None) -> Path:
     """Write `output/<version>/` through a temporary folder and one rename; return it."""
     output.mkdir(parents=True, exist_ok=True)
     version = version if version is not None else next_version(output)

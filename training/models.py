@@ -9,9 +9,9 @@ from keras import layers
 from training.data import IMAGE_SIZE, NUM_CLASSES
 
 INPUT_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, 1)
-# One 3x3 convolution per block, each block halving the resolution (28, 14, 7, 4). Measured
-# on 2 cores: a second convolution in the 14x14 and 7x7 blocks cost 2.8 times the training
-# time per image (docs/training.md).
+# One 3x3 convolution per block, each block halving the resolution (28, 14, 7, 4): a second
+# convolution in the 14x14 and 7x7 blocks cost several times the training time per image
+# (docs/training.md, "Time budget and the accuracy target").
 CNN_FILTERS = (32, 64, 128)
 CNN_DENSE_UNITS = 256
 DFN_UNITS = (512, 256)
@@ -36,8 +36,8 @@ def build_cnn(dropout: float, l2: float) -> keras.Model:
             filters, 3, padding="same", use_bias=False, kernel_regularizer=_regularizer(l2)
         )(x)
         # Pool before batch norm and ReLU: they then touch a quarter of the values, which
-        # cut training time by a quarter on 2 cores. "same": 7x7 pools to 4x4, keeping the
-        # last row and column that "valid" drops.
+        # cuts training time (docs/training.md measures it). "same": 7x7 pools to 4x4, keeping
+        # the last row and column that "valid" drops.
         x = layers.MaxPooling2D(padding="same")(x)
         x = layers.BatchNormalization()(x)
         x = layers.ReLU()(x)
@@ -68,11 +68,11 @@ BUILDERS = {"cnn": build_cnn, "dfn": build_dfn}
 # the images the network is unsure of, by a ramp (low, high): an image's mirror image weighs a
 # half where the network's top probability for it is below `low`, nothing from `high` up, and
 # in proportion between; only the images below `high` take the second forward pass. On the
-# shipped network, MIRROR_RAMP sends a fifth of the test images through it at the accuracy of
-# averaging every image, and cuts the model's cost per image at batch 64 by two fifths; but
+# shipped network, MIRROR_RAMP sends few of the test images through it at the accuracy of
+# averaging every image, and cuts the model's cost per image in large batches; but
 # single-image requests gain nothing measurable, so the shipped model averages every image
-# (docs/mirror-averaging.md). `python -m training --from-version ... --mirror-ramp 0.8 0.95`
-# exports a version with it.
+# (docs/mirror-averaging.md measures all three).
+# `python -m training --from-version ... --mirror-ramp 0.8 0.95` exports a version with it.
 MIRROR_RAMP = (0.8, 0.95)
 
 

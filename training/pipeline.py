@@ -10,6 +10,7 @@ import platform
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 import keras
 import tensorflow as tf
@@ -38,8 +39,8 @@ def describe_machine() -> str:
 
 
 def build_metadata(
-    config: TrainConfig, result: TrainResult, metrics: dict, sha256: dict[str, str]
-) -> dict:
+    config: TrainConfig, result: TrainResult, metrics: dict[str, Any], sha256: dict[str, str]
+) -> dict[str, Any]:
     """Collect everything a user needs to trust, reproduce and call the model."""
     return {
         "name": MODEL_NAME,

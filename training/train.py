@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -61,11 +62,11 @@ class EpochProgress(keras.callbacks.Callback):
         self.epochs = epochs
         self.started = 0.0
 
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         """Start the epoch's clock."""
         self.started = time.perf_counter()
 
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         """Record the learning rate (for TensorBoard, which runs after) and print the line."""
         logs = logs if logs is not None else {}
         logs["learning_rate"] = float(
@@ -94,7 +95,8 @@ def make_dataset(data: Dataset, batch_size: int, augment: bool, seed: int) -> tf
 
 def make_augmenter(seed: int) -> Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
     """Flip left-right (garments are symmetric) and shift whole pixels (imperfect centring)."""
-    # Whole batches at a time: a third of the CPU time of the same ops image by image.
+    # Whole batches at a time: less CPU time than the same ops image by image
+    # (docs/training.md, "Time budget and the accuracy target").
     flip = keras.layers.RandomFlip("horizontal", seed=seed)
     shift = keras.layers.RandomTranslation(
         MAX_SHIFT / IMAGE_SIZE,
@@ -188,10 +190,13 @@ def train(
 
 def predict_probabilities(model: keras.Model, images: np.ndarray) -> np.ndarray:
     """Return (N, 10) class probabilities for uint8 images (N, 28, 28)."""
-    return model.predict(images[..., np.newaxis].astype("float32"), batch_size=1024, verbose=0)
+    probabilities: np.ndarray = model.predict(
+        images[..., np.newaxis].astype("float32"), batch_size=1024, verbose=0
+    )
+    return probabilities
 
 
-def evaluate(probabilities: np.ndarray, labels: np.ndarray) -> dict:
+def evaluate(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     """Accuracy, per-class precision and recall, and the confusion matrix (rows: true)."""
     predicted = probabilities.argmax(axis=1)
     confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=int)

@@ -3,13 +3,13 @@
     python -m service.inference.convert SAVED_MODEL_DIR OUTPUT_DIR SIGNATURE [int8]
 
 service/inference/runtime.py runs this when a version loads, so that a worker serving with
-LiteRT never imports TensorFlow, which would hold a few hundred MiB in every worker and add
-seconds to its start (docs/benchmarks.md). It writes, atomically (a temporary folder, then one
-rename), OUTPUT_DIR/model.tflite and OUTPUT_DIR/signature_def.json: the serving SignatureDef in
-protobuf's JSON mapping, which the /v1 metadata route shows. With `int8` the weights are
-quantized to 8 bits (the converter's dynamic range quantization: no calibration data; LiteRT
-quantizes each image's activations on the fly, so an image's answer never depends on the other
-images of its batch).
+LiteRT never imports TensorFlow, which would add its memory to every worker and time to its
+start (docs/operations.md, "Resources", has each runtime's memory per worker). It writes,
+atomically (a temporary folder, then one rename), OUTPUT_DIR/model.tflite and
+OUTPUT_DIR/signature_def.json: the serving SignatureDef in protobuf's JSON mapping, which the
+/v1 metadata route shows. With `int8` the weights are quantized to 8 bits (the converter's
+dynamic range quantization: no calibration data; LiteRT quantizes each image's activations on
+the fly, so an image's answer never depends on the other images of its batch).
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ def signature_def(saved_model_dir: Path, signature: str) -> dict[str, Any]:
     saved_model = saved_model_pb2.SavedModel()
     saved_model.ParseFromString((saved_model_dir / "saved_model.pb").read_bytes())
     definition = saved_model.meta_graphs[0].signature_def[signature]
-    return MessageToDict(definition, preserving_proto_field_name=True)
+    as_json: dict[str, Any] = MessageToDict(definition, preserving_proto_field_name=True)
+    return as_json
 
 
 def convert(saved_model_dir: Path, output: Path, signature: str, int8: bool = False) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 import time
+from types import TracebackType
 from typing import Any
 
 from gunicorn.http.errors import ParseException
@@ -64,8 +65,11 @@ class BodyReads:
             self.sock.settimeout(max(self.deadline.remaining(), MIN_SOCKET_TIMEOUT))
 
     def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, trace: Any
-    ) -> bool:
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
         """Put the socket back in blocking mode; turn a read that timed out into a 408, and a
         body whose framing is broken into a 400."""
         if self.sock is not None:
@@ -82,7 +86,6 @@ class BodyReads:
             raise MalformedRequest(
                 f"The request body's framing is broken: {_reason(error)}"
             ) from None
-        return False
 
 
 def _reason(error: BaseException) -> str:

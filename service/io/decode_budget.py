@@ -23,11 +23,13 @@ import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image, PngImagePlugin
+from PIL import Image, PngImagePlugin, TiffImagePlugin
 
 from service.errors import ImageTooLarge
 
-DECODE_BUDGET = 700_000_000  # cost units per image: decoded and preprocessed within 1 s here
+# Cost units per image: what fits the target time to decode and preprocess one image
+# (docs/security.md, "The decoding budget", states the target and measures the worst cases).
+DECODE_BUDGET = 700_000_000
 
 # Preprocessing (service/io/preprocessing.py), per pixel, by the mode Pillow decodes to: modes
 # with alpha are composited onto white as RGBA, 32-bit ones scaled in float32.
@@ -200,7 +202,7 @@ def pixel_cost(image: Image.Image, facts: dict[str, int], scale: int = 1) -> Cos
     elif image.format == "BMP" and image.info.get("compression") in (1, 2):
         cost.add(pixels * BMP_RLE_PIXEL, f"Pillow's Python RLE decoding of {shown}")
         cost.add(facts.get("size", 0) * BMP_RLE_BYTE, "RLE data decoded in Python")
-    elif image.format == "TIFF":
+    elif image.format == "TIFF" and isinstance(image, TiffImagePlugin.TiffImageFile):
         _tiff_pixels(image, pixels, shown, cost)
     elif image.format == "WEBP":
         lossless = facts.get("webp_lossless", 0)
@@ -435,7 +437,7 @@ def _webp_structure(data: bytes, cost: Cost) -> None:
     cost.add(exif * EXIF_BYTE, f"{exif:,} bytes of EXIF")
 
 
-def _tiff_pixels(image: Image.Image, pixels: int, shown: str, cost: Cost) -> None:
+def _tiff_pixels(image: TiffImagePlugin.TiffImageFile, pixels: int, shown: str, cost: Cost) -> None:
     """A TIFF's decoded samples: every sample of every pixel, at its own depth."""
     tags = image.tag_v2
     depth = tags.get(258, (1,))

@@ -53,7 +53,8 @@ def _scale_high_depth(pixels: np.ndarray) -> np.ndarray:
         # Each of the 65,536 values scaled once, then looked up: the float32 steps below
         # without a float copy of a large image (docs/security.md, decoding budget).
         top = 65535.0 if pixels.max(initial=0) > 255 else 255.0
-        return _to_bytes(np.arange(65536, dtype=np.float32), top)[pixels]
+        scaled: np.ndarray = _to_bytes(np.arange(65536, dtype=np.float32), top)[pixels]
+        return scaled
     # float32 and in-place steps: a 25-megapixel image must not cost gigabytes.
     pixels = np.nan_to_num(pixels.astype(np.float32), nan=0.0, posinf=65535.0, neginf=0.0)
     return _to_bytes(pixels, 65535.0 if pixels.max(initial=0) > 255 else 255.0)
@@ -128,7 +129,8 @@ def _black_background(gray: np.ndarray) -> np.ndarray:
     # whole image, without a float copy of a large one (docs/security.md, decoding budget).
     values = np.arange(256, dtype=np.float32)
     table = np.clip(np.rint((values - level) * (255.0 / (255 - level))), 0, 255)
-    return table.astype(np.uint8)[gray]
+    stretched: np.ndarray = table.astype(np.uint8)[gray]
+    return stretched
 
 
 def pixels_from_array(instance: Any) -> np.ndarray:
