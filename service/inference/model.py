@@ -41,22 +41,26 @@ class LoadedModel:
     @property
     def class_names(self) -> list[str]:
         """Class names in label order."""
-        return self.metadata["class_names"]
+        names: list[str] = self.metadata["class_names"]
+        return names
 
     @property
     def signature_name(self) -> str:
         """Name of the serving signature."""
-        return self.metadata["signature_name"]
+        name: str = self.metadata["signature_name"]
+        return name
 
     @property
     def input_name(self) -> str:
         """Name of the signature's input tensor, as written at export."""
-        return self.metadata["input"]["name"]
+        name: str = self.metadata["input"]["name"]
+        return name
 
     @property
     def output_name(self) -> str:
         """Name of the signature's output tensor, as written at export."""
-        return self.metadata["output"]["name"]
+        name: str = self.metadata["output"]["name"]
+        return name
 
     @property
     def signature_def(self) -> dict[str, Any]:

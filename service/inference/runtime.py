@@ -67,7 +67,8 @@ class SavedModelRuntime:
         import tensorflow as tf
 
         outputs = self._signature(**{self._input_name: tf.constant(images, dtype=tf.uint8)})
-        return outputs[self._output_name].numpy()
+        probabilities: np.ndarray = outputs[self._output_name].numpy()
+        return probabilities
 
 
 class LiteRTRuntime:
@@ -94,7 +95,7 @@ class LiteRTRuntime:
         self.signature_def = json.loads((folder / convert.SIGNATURE_FILE).read_text())
         self._signature, self._threads = signature, threads
         self._input_name, self._output_name = input_name, output_name
-        self._idle: queue.SimpleQueue = queue.SimpleQueue()
+        self._idle: queue.SimpleQueue[_Invocation] = queue.SimpleQueue()
         self._idle.put(self._new_runner())  # fail at load, not at the first request
 
     def _new_runner(self) -> _Invocation:
@@ -142,7 +143,8 @@ class _Invocation:
             self.batch = len(images)
         self.interpreter.set_tensor(self.input, images)
         self.interpreter.invoke()
-        return self.interpreter.get_tensor(self.output)
+        probabilities: np.ndarray = self.interpreter.get_tensor(self.output)
+        return probabilities
 
 
 def load_runtime(
