@@ -8,9 +8,9 @@ and run the result with LiteRT's interpreter and its XNNPACK kernels. For this m
 fraction of the SavedModel signature's, whose Python call machinery weighs more than the
 network at small batches, and the worker never imports TensorFlow (docs/benchmarks.md).
 "litert" and "savedmodel" answer the same probabilities within 1e-5; "litert-int8" quantizes
-the weights to 8 bits, which cuts the network's cost per image to between a quarter and a
-third and moves probabilities by a few hundredths at most, with the same test accuracy within
-0.001 (docs/runtimes.md; tests/test_runtime.py, tests/test_shipped_model.py).
+the weights to 8 bits, which makes the network cheaper per image and moves probabilities
+slightly, with the same test accuracy within 0.001 (docs/runtimes.md measures both;
+tests/test_runtime.py, tests/test_shipped_model.py).
 """
 
 from __future__ import annotations
@@ -120,8 +120,8 @@ class _Invocation:
     """One LiteRT interpreter and the batch size its tensors are allocated for.
 
     Its own calls instead of LiteRT's SignatureRunner, which resizes and reallocates the input
-    on every call: skipping that when the batch size is unchanged saves about 8 us a call at batch 1
-    (docs/request-path.md).
+    on every call: this skips that while the batch size is unchanged (docs/request-path.md,
+    "LiteRT call", compares the two).
     """
 
     def __init__(
