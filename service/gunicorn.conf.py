@@ -11,12 +11,21 @@ import queue
 import sys
 import threading
 from logging.handlers import QueueHandler
+from typing import TYPE_CHECKING, Any
 
 from gunicorn.glogging import Logger
 from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from service.settings import Settings
+
+if TYPE_CHECKING:  # gunicorn's classes, for the hooks' signatures (untyped: Any to mypy)
+    from datetime import timedelta
+
+    from gunicorn.arbiter import Arbiter
+    from gunicorn.http.message import Request
+    from gunicorn.http.wsgi import Response
+    from gunicorn.workers.base import Worker
 
 # Every setting, this file's and the app's, is read and checked once here, in the master,
 # before a worker starts: a value out of range stops start-up with one line naming the
@@ -77,7 +86,9 @@ preload_app = False
 class AppLogger(Logger):
     """Gunicorn's logger minus its access log: the app writes each request's JSON line."""
 
-    def access(self, resp, req, environ, request_time) -> None:  # noqa: ANN001 - gunicorn's
+    def access(
+        self, resp: Response, req: Request, environ: dict[str, Any], request_time: timedelta
+    ) -> None:
         """Write nothing. With logconfig_dict set, gunicorn would otherwise build the
         access-log fields of every request (visible in profiles of a loaded worker) for a
         logger nobody reads."""
@@ -129,7 +140,7 @@ logconfig_dict = {
 }
 
 
-def when_ready(server) -> None:  # noqa: ANN001 - gunicorn's Arbiter
+def when_ready(server: Arbiter) -> None:
     """Serve /metrics from the master, merging every worker's metric files."""
     # A fresh registry: the master must not import the app (or declare metrics) to serve it.
     registry = CollectorRegistry()
@@ -140,7 +151,7 @@ def when_ready(server) -> None:  # noqa: ANN001 - gunicorn's Arbiter
     server.log.info(json.dumps({"event": "metrics_listening", "port": METRICS_PORT}))
 
 
-def post_fork(server, worker) -> None:  # noqa: ANN001 - gunicorn's Arbiter and Worker
+def post_fork(server: Arbiter, worker: Worker) -> None:
     """Close the worker's inherited metrics socket (only the master serves it); buffer its
     access log."""
     server.metrics_server.socket.close()
@@ -226,12 +237,12 @@ def buffer_access_log() -> AccessLogBuffer:
     return buffered
 
 
-def child_exit(server, worker) -> None:  # noqa: ANN001 - gunicorn's Arbiter and Worker
+def child_exit(server: Arbiter, worker: Worker) -> None:
     """Drop a dead worker's live gauges so they stop counting."""
     mark_process_dead(worker.pid)
 
 
-def post_worker_init(worker) -> None:  # noqa: ANN001 - gunicorn's Worker
+def post_worker_init(worker: Worker) -> None:
     """Start accepting connections only once this worker's model is loaded (or failed to).
 
     Workers share one listening socket: a restarted worker that accepted at once would answer
@@ -242,7 +253,7 @@ def post_worker_init(worker) -> None:  # noqa: ANN001 - gunicorn's Worker
         worker.notify()
 
 
-def worker_exit(server, worker) -> None:  # noqa: ANN001 - gunicorn's Arbiter and Worker
+def worker_exit(server: Arbiter, worker: Worker) -> None:
     """Serve whatever the worker's batching queues still hold, then write the last metric
     updates and log lines."""
     versions = worker_extension(worker, "versions")
@@ -255,7 +266,7 @@ def worker_exit(server, worker) -> None:  # noqa: ANN001 - gunicorn's Arbiter an
         worker.access_log.close()  # writes every held line before it returns
 
 
-def worker_extension(worker, name: str):  # noqa: ANN001, ANN201 - gunicorn's Worker
+def worker_extension(worker: Worker, name: str) -> Any:
     """One of the worker's app extensions (its ModelVersions, its MetricBuffer); None before
     the app loaded, or for an app without it (the benchmark's HTTP-floor app shares this
     configuration)."""
