@@ -41,27 +41,25 @@ bind = [f"{SETTINGS.host}:{SETTINGS.port}"]
 # Each worker listens on a socket of its own (SO_REUSEPORT), and Linux spreads new connections
 # over them by a hash of their addresses. On one shared socket, whichever worker woke first
 # accepted them: a burst of kept-alive connections (a load balancer's pool, a benchmark's 32)
-# often all went to one worker, whose GIL held it to one core while the other core idled, at
-# half the throughput (docs/benchmarks.md, "Connections per worker"). Linux only: elsewhere
+# often all went to one worker, whose GIL held it to one core while the other core idled
+# (docs/benchmarks.md, "Connections per worker", measures both). Linux only: elsewhere
 # (macOS) the option lets every worker bind but does not spread connections.
 reuse_port = SETTINGS.reuse_port and sys.platform == "linux"
 
-# Each worker is a process with its own LiteRT interpreters and model copy (74 to 85 MiB; no
-# TensorFlow: the SavedModel runtime's workers take 572 to 589 MiB). Measured at concurrency 32
-# on 2 cores (docs/benchmarks.md, "Workers and threads"): 2 workers (1,279 and 1,166
-# requests/s in two rounds) beat 1, whose Python is held to one core by its GIL (502 and 501);
-# 3 were level (1,260 and 1,239) for half as much memory again.
+# Each worker is a process with its own LiteRT interpreters and model copy, and no TensorFlow
+# unless FMNIST_RUNTIME=savedmodel (memory per worker: docs/operations.md, "Resources").
+# Measured at concurrency 32 on 2 cores (docs/benchmarks.md, "Workers and threads"): 2 workers
+# beat 1, whose Python is held to one core by its GIL; 3 were level, for one more model copy.
 workers = SETTINGS.workers
 
 # gthread: threads overlap request parsing with inference, and every request waiting in a
 # worker can join its next model call. 16 threads (FMNIST_THREADS) measured among the best
-# (1,279 and 1,166 requests/s in two rounds; 8: 1,257 and 1,232; 32: 1,229 and 1,250; 4: 1,179
-# and 1,157); 16 lets up to 16 requests share a call and a slow client holds one thread of
-# many. One model thread (FMNIST_TF_THREADS=1): two gained nothing (1,245 and 1,183), as both
-# cores are already busy with the workers' Python. gthread's own class hands each new connection
-# to a thread that waits for its first bytes; this one parks it in the poller until they come, so
-# a client that connects and sends nothing holds no thread (service/worker.py; docs/security.md,
-# "Slow clients and the front door").
+# (docs/benchmarks.md, "Workers and threads"); 16 lets up to 16 requests share a call and a
+# slow client holds one thread of many. One model thread (FMNIST_TF_THREADS=1): two gained
+# nothing there, as both cores are already busy with the workers' Python. gthread's own class
+# hands each new connection to a thread that waits for its first bytes; this one parks it in
+# the poller until they come, so a client that connects and sends nothing holds no thread
+# (service/worker.py; docs/security.md, "Slow clients and the front door").
 worker_class = "service.worker.ParkingThreadWorker"
 threads = SETTINGS.threads
 
@@ -245,8 +243,10 @@ def child_exit(server: Arbiter, worker: Worker) -> None:
 def post_worker_init(worker: Worker) -> None:
     """Start accepting connections only once this worker's model is loaded (or failed to).
 
-    Workers share one listening socket: a restarted worker that accepted at once would answer
-    503 model_not_ready while its siblings are ready. Notifying keeps the master's timeout off.
+    With reuse_port (the default) each worker listens on a socket of its own from the fork,
+    and the kernel hands it its share of new connections: a restarted worker that accepted at
+    once would answer them 503 model_not_ready while its siblings are ready; they wait in its
+    backlog instead. Notifying keeps the master's timeout off.
     """
     versions = worker_extension(worker, "versions")
     while versions is not None and not versions.wait_ready(1.0) and versions.error is None:

@@ -196,8 +196,8 @@ class BatchingPredictor:
     def _everyone_queued(self) -> bool:
         """Whether every request the worker is handling waits in this queue, the lock held.
 
-        Then waiting longer only idles the worker: at concurrency 8 (4 requests a worker) the
-        full wait made batching slower than none (docs/benchmarks.md). Requests that never
+        Then waiting longer only idles the worker, every request it holds being in the batch
+        already (docs/benchmarks.md measures batching against none). Requests that never
         reach the model (a refused upload, /healthz) keep it false: the wait ends at max_wait.
         """
         count = self._requests_in_worker

@@ -22,7 +22,7 @@ ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 
 # Where Pillow's getexif() looks for an orientation: EXIF or XMP in `info` (JPEG, PNG, WebP,
 # GIF), or a TIFF's own tags. An image with none of them is upright and skips exif_transpose,
-# which costs a small PNG a quarter of its decoding (docs/request-path.md).
+# which is costly beside a small PNG's decoding (docs/request-path.md, "decode_image").
 ORIENTATION_SOURCES = frozenset({"exif", "Raw profile type exif", "XML:com.adobe.xmp", "xmp"})
 
 # Truncated files must fail loudly rather than decode as half-grey images.
