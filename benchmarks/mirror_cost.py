@@ -46,7 +46,7 @@ UPLOADS = 256  # test images the load cycles through
 NAMES = ("every_image", "where_unsure", "bare")
 
 
-def export_variant(network, ramp, shipped: Path, output: Path) -> Path:  # noqa: ANN001 - keras
+def export_variant(network, ramp, shipped: Path, output: Path) -> Path:
     """Write `network` with one way of averaging as version 1 of a model folder of its own
     (scratch: its metadata is the shipped one's, less the test accuracy)."""
     from training.export import save_signature
@@ -63,7 +63,7 @@ def export_variant(network, ramp, shipped: Path, output: Path) -> Path:  # noqa:
     return output
 
 
-def load(model_dir: Path):  # noqa: ANN201 - a LoadedModel
+def load(model_dir: Path):
     """A model folder's version 1 in the default runtime."""
     from service.inference.model import load_version
 

@@ -168,7 +168,7 @@ def logging_rows() -> list[tuple[str, float, str, float | None]]:
     it replaced, from 1 and from 16 threads."""
     flags = (logging.logThreads, logging.logMultiprocessing, logging._srcfile)
     logging.logThreads, logging.logMultiprocessing, logging._srcfile = False, False, None
-    null = open(os.devnull, "w")  # noqa: SIM115 - closed below
+    null = open(os.devnull, "w")  # closed below
     logger = logging.getLogger("path.access")
     logger.propagate = False
     logger.setLevel(logging.INFO)
@@ -222,7 +222,7 @@ def request_metrics(metrics: Any) -> None:  # noqa: ANN401 - the service.observa
     metrics.add(metrics.IN_FLIGHT, -1)
 
 
-def request_metrics_written(metrics: Any) -> None:  # noqa: ANN401 - the service.observability.metrics module
+def request_metrics_written(metrics: Any) -> None:
     """The same updates written one by one through prometheus_client, as requests did before
     the MetricBuffer."""
     metrics.IN_FLIGHT.inc()

@@ -194,7 +194,7 @@ def test_concurrent_uploads_share_model_calls_in_a_real_server(tmp_path):
         live_server.stop()
 
 
-def concurrent_uploads_share_model_calls(live_server) -> None:  # noqa: ANN001 - a LiveServer
+def concurrent_uploads_share_model_calls(live_server) -> None:
     """Post 96 uploads from 32 threads; assert some shared a call and each got its answer."""
     from tests.images import encode, garment
     from tests.test_metrics import scrape, total

@@ -326,7 +326,7 @@ def test_augmentation_flips_and_shifts_whole_pixels_repeatably_and_keeps_labels(
     np.testing.assert_array_equal(again, augmented)  # seeded: the same epoch again
 
 
-def by_the_ramp(network, images: np.ndarray, ramp: tuple[float, float] | None) -> np.ndarray:  # noqa: ANN001 - a keras.Model
+def by_the_ramp(network, images: np.ndarray, ramp: tuple[float, float] | None) -> np.ndarray:
     """What mirror averaging answers for uint8 images (N, 28, 28), computed by hand."""
     pixels = images[..., np.newaxis].astype(np.float32)
     first = network(pixels).numpy()
