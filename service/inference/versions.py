@@ -60,8 +60,10 @@ class VersionPolicy:
     def parse(cls, text: str) -> VersionPolicy:
         """Read "latest" (the newest version that loads), "all", or a comma list like "1,3"."""
         value = text.strip().lower()
-        if value in ("latest", "all"):
-            return cls(value)  # type: ignore[arg-type]
+        if value == "latest":
+            return cls("latest")
+        if value == "all":
+            return cls("all")
         parts = [part.strip() for part in value.split(",")]
         if not all(VERSION_FOLDER.fullmatch(part) for part in parts):
             raise ValueError(
@@ -136,7 +138,7 @@ class ModelVersions:
         with self._lock:
             try:
                 self._reconcile(version_folders(self.model_dir))
-            except Exception:  # noqa: BLE001 - a failed scan must not end the poller
+            except Exception:  # a failed scan must not end the poller
                 log.exception("scanning %s failed; serving what was served", self.model_dir)
 
     def _reconcile(self, folders: dict[int, Path]) -> None:
@@ -167,7 +169,7 @@ class ModelVersions:
             model = load_folder(path, version, self.runtime, self.tf_threads)
             if self.warmup:
                 model.warm_up()
-        except Exception as error:  # noqa: BLE001 - a broken version must not stop serving
+        except Exception as error:  # a broken version must not stop serving
             message = f"{type(error).__name__}: {error}"
             self.failures = {**self.failures, version: VersionFailure(now, message)}
             log.exception("model version %d in %s failed to load", version, path)
