@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from service.api.openapi import MAX_BATCH, documented, empty, json_body, ok, ref
 from service.contract.kserve_v2 import INFERENCE_REFUSALS, InferenceRequest, RequestInput
 from service.contract.reading import read
 from service.errors import (
@@ -46,7 +47,7 @@ HEADER_LENGTH = "Inference-Header-Content-Length"
 DATATYPES = {"UINT8": np.dtype("u1"), "FP32": np.dtype("<f4")}
 METADATA_DATATYPES = {"uint8": "UINT8", "float32": "FP32"}
 MAX_DIGITS = 18  # longer numbers are no version or length here (and int() refuses 4300+ digits)
-# What each route can answer besides 200, for service/api/openapi.py (with /versions/N, also
+# What each route can answer besides 200, for the OpenAPI document (with /versions/N, also
 # ModelVersionNotFound). Model readiness answers 400 while loading: the protocol's false.
 READY_ERRORS: tuple[Answer, ...] = (ModelNotFound, RouteNotFound)
 LOOKUP_ERRORS = (*READY_ERRORS, ModelNotReady)
@@ -63,19 +64,52 @@ INFER_ERRORS = (
 )
 
 
+def infer_body() -> dict[str, Any]:
+    """The OpenAPI request body of infer: the JSON inference request, or binary tensor data."""
+    example = {
+        "id": "42",
+        "inputs": [
+            {"name": "images", "shape": [1, 28, 28], "datatype": "UINT8", "data": [0] * 784}
+        ],
+    }
+    body = json_body("InferenceRequest", example)
+    body["content"]["application/octet-stream"] = binary_content("inference request")
+    return body
+
+
+def binary_content(message: str) -> dict[str, Any]:
+    """The OpenAPI content of a body with binary tensor data: the JSON `message`, then bytes."""
+    return {
+        "schema": {
+            "type": "string",
+            "format": "binary",
+            "description": f"The binary tensor data extension: a JSON {message} of "
+            f"{HEADER_LENGTH} bytes, then the raw little-endian bytes of each tensor whose "
+            "parameters give `binary_data_size`.",
+        }
+    }
+
+
 @v2.get("")
+@documented("Server metadata (Open Inference Protocol)", ok(ref("ServerMetadata")))
 def server_metadata() -> Response:
     """Server name, version and protocol extensions."""
     return jsonify(name=SERVER_NAME, version=SERVER_VERSION, extensions=EXTENSIONS)
 
 
 @v2.get("/health/live")
+@documented("Server liveness (Open Inference Protocol)", empty(200, "The worker process answers."))
 def live() -> Response:
     """Liveness: 200, empty body, as soon as the worker answers."""
     return Response(status=200)
 
 
 @v2.get("/health/ready")
+@documented(
+    "Server readiness (Open Inference Protocol)",
+    empty(200, "The default version is loaded and warmed up."),
+    empty(400, "Not ready yet (the protocol's 4xx for false)."),
+)
 def ready() -> Response:
     """Readiness: 200 once the default version is loaded and warmed up, else 400 (4xx: false)."""
     return Response(status=200 if dataplane().versions.ready else 400)
@@ -83,6 +117,12 @@ def ready() -> Response:
 
 @v2.get("/models/<name>/ready", defaults={"version": None})
 @v2.get("/models/<name>/versions/<version>/ready")
+@documented(
+    "Model readiness (Open Inference Protocol)",
+    empty(200, "That version (the default one) is served."),
+    empty(400, "No version is loaded yet."),
+    raises=READY_ERRORS,
+)
 def model_ready(name: str, version: str | None) -> Response:
     """Model readiness: 200 if that version is served; 400 while loading; 404 if unknown."""
     try:
@@ -94,6 +134,11 @@ def model_ready(name: str, version: str | None) -> Response:
 
 @v2.get("/models/<name>", defaults={"version": None})
 @v2.get("/models/<name>/versions/<version>")
+@documented(
+    "Model metadata (Open Inference Protocol)",
+    ok(ref("ModelMetadata"), "Served versions, platform, input and output tensors."),
+    raises=LOOKUP_ERRORS,
+)
 def model_metadata(name: str, version: str | None) -> Response:
     """Model metadata: served versions, platform, input and output tensors."""
     plane = dataplane()
@@ -109,6 +154,42 @@ def model_metadata(name: str, version: str | None) -> Response:
 
 @v2.post("/models/<name>/infer", defaults={"version": None})
 @v2.post("/models/<name>/versions/<version>/infer")
+@documented(
+    "Classify a tensor of pixels (Open Inference Protocol)",
+    {
+        "200": {
+            "description": "The `probabilities` output, FP32 [N, 10]; binary data when the "
+            "request says `binary_data_output` (request parameters) or `binary_data` (output "
+            "parameters).",
+            "content": {
+                "application/json": {"schema": ref("InferenceResponse")},
+                "application/octet-stream": binary_content("inference response"),
+            },
+            "headers": {
+                HEADER_LENGTH: {
+                    "description": "With binary data: the length of the JSON part.",
+                    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                }
+            },
+        }
+    },
+    description="One input tensor, the model's (`images`): UINT8 or FP32 pixel values 0 to "
+    f"255, shape [N, 28, 28] or [N, 28, 28, 1], N at most {MAX_BATCH}; `data` flat or nested "
+    "in row-major order, or sent as binary data after the JSON. The answer is the FP32 output "
+    "[N, 10], in JSON or, when asked, as binary data.",
+    parameters=(
+        {
+            "name": HEADER_LENGTH,
+            "in": "header",
+            "description": "The binary tensor data extension: the length in bytes of the JSON "
+            "inference request at the start of the body; binary tensor data follows it. Without "
+            "it the whole body is the JSON.",
+            "schema": {"type": "integer", "minimum": 0},
+        },
+    ),
+    body=lambda models: infer_body(),
+    raises=INFER_ERRORS,
+)
 def infer(name: str, version: str | None) -> Response:
     """Classify a batch of images given as one tensor, in JSON or as binary data."""
     answer = dataplane().infer(request, read_infer, name, parse_version(version))
@@ -243,16 +324,3 @@ def inference_response(
     response = Response(header + data, content_type="application/octet-stream")
     response.headers[HEADER_LENGTH] = str(len(header))
     return response
-
-
-def binary_content(message: str) -> dict[str, Any]:
-    """The OpenAPI content of a body with binary tensor data: the JSON `message`, then bytes."""
-    return {
-        "schema": {
-            "type": "string",
-            "format": "binary",
-            "description": f"The binary tensor data extension: a JSON {message} of "
-            f"{HEADER_LENGTH} bytes, then the raw little-endian bytes of each tensor whose "
-            "parameters give `binary_data_size`.",
-        }
-    }

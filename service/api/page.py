@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app
 
+from service.api.openapi import documented
+from service.errors import RouteNotFound
+
 page = Blueprint("page", __name__)
 
 # The page loads nothing from other hosts; the browser enforces it. blob: shows the upload
@@ -15,6 +18,13 @@ CONTENT_SECURITY_POLICY = (
 
 
 @page.get("/")
+@documented(
+    "Upload page",
+    {"200": {"description": "The page.", "content": {"text/html": {}}}},
+    description="A page where a person picks or drops an image and sees what the model "
+    "received and predicted.",
+    raises=(RouteNotFound,),
+)
 def index() -> Response:
     """Serve the upload page."""
     response = current_app.send_static_file("index.html")

@@ -14,6 +14,8 @@ import numpy as np
 from flask import Blueprint, Response, jsonify, request
 from PIL import Image
 
+from service.api.openapi import PIXELS_EXAMPLE, documented, ok, ref, with_batch_limit
+from service.contract.values import BATCH_LIMIT, NUM_CLASSES
 from service.errors import (
     Answer,
     BatchTooLarge,
@@ -65,15 +67,39 @@ UPLOAD_ERRORS: tuple[Answer, ...] = (
     DeadlineExceeded,
 )
 PREDICT_ERRORS = (*UPLOAD_ERRORS, ModelNotReady, Overloaded)
+TOP_K = {
+    "name": "top_k",
+    "in": "query",
+    "description": "Also list the k most probable classes, best first.",
+    "schema": {"type": "integer", "minimum": 1, "maximum": NUM_CLASSES},
+}
+INVERT = {
+    "name": "invert",
+    "in": "query",
+    "description": "Negate intensities: `auto` does it when the image's border is light (a photo "
+    "on a light background). Case-insensitive.",
+    "schema": {"type": "string", "enum": list(INVERT_VALUES), "default": "auto"},
+}
 
 
 @api.get("/healthz")
+@documented("Liveness", ok(ref("Alive"), "The worker answers."))
 def healthz() -> Response:
     """Liveness: the process answers."""
     return jsonify(status="alive")
 
 
 @api.get("/readyz")
+@documented(
+    "Readiness",
+    ok(ref("Ready"), "The model is loaded and warmed up."),
+    {
+        "503": {
+            "description": "The model is still loading, or failed to load.",
+            "content": {"application/json": {"schema": ref("Loading")}},
+        }
+    },
+)
 def readyz() -> tuple[Response, int]:
     """Readiness: 200 only once a model is loaded and warmed up."""
     plane = dataplane()
@@ -92,6 +118,16 @@ class Upload:
 
 
 @api.post("/predict")
+@documented(
+    "Classify images",
+    ok(ref("PredictResponse"), "One prediction per image, in request order."),
+    description="One or more images, as multipart files in the field `image`, a raw image "
+    "body, or JSON `instances` (base64 image files or 28x28 pixel arrays). Parameters come "
+    "from the query string, or from form fields of a multipart upload.",
+    parameters=(TOP_K, INVERT),
+    body=lambda models: upload_body(models, batch=True),
+    raises=PREDICT_ERRORS,
+)
 def predict() -> Response:
     """Classify one or more images from a multipart, raw-image or JSON request."""
     answer = dataplane().infer(request, read_upload)
@@ -103,6 +139,20 @@ def predict() -> Response:
 
 
 @api.post("/preprocess")
+@documented(
+    "The image the model receives",
+    {
+        "200": {
+            "description": "A 28x28 8-bit grayscale PNG: light garment on black.",
+            "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+    description="The same request forms as /predict, for exactly one image; answers the 28x28 "
+    "8-bit grayscale image /predict gives the model, as a PNG.",
+    parameters=(INVERT,),
+    body=lambda models: upload_body(models, batch=False),
+    raises=UPLOAD_ERRORS,
+)
 def preprocess() -> Response:
     """Return, as a PNG, the 28x28 image /predict would give the model for this upload."""
     upload = dataplane().preprocess(request, read_upload)
@@ -122,7 +172,9 @@ def read_upload(received: Received) -> Upload:
         options = PredictOptions(invert=read_invert(parameters))
     else:
         options = read_options(parameters, len(model.class_names))
-    images = read_images(req, form, settings, options.invert, received.deadline, max_images)
+    images = read_images(
+        req, form, settings, options.invert, received.deadline, max_images, received.metric_buffer
+    )
     return Upload(images, options)
 
 
@@ -144,18 +196,19 @@ def _prediction(row: np.ndarray, class_names: list[str], options: PredictOptions
     return result
 
 
-def upload_content(max_images: int) -> dict[str, Any]:
-    """The OpenAPI content of an upload's forms that are not JSON: multipart files, raw images."""
+def upload_body(models: dict[str, Any], batch: bool) -> dict[str, Any]:
+    """An upload's three forms, in the OpenAPI document: multipart files, a raw image, or JSON
+    instances; a batch up to the batch limit (/predict) or one image (/preprocess)."""
     file = {"type": "string", "format": "binary"}
-    files = {"type": "array", "items": file, "minItems": 1, "maxItems": max_images}
-    multipart = {
-        "type": "object",
-        "required": [IMAGE_FIELD],
-        "properties": {
-            IMAGE_FIELD: files if max_images > 1 else file,
-            "invert": {"type": "string", "enum": list(INVERT_VALUES)},
-        },
+    files = {"type": "array", "items": file, "minItems": 1, **BATCH_LIMIT}
+    properties: dict[str, Any] = {
+        IMAGE_FIELD: files if batch else file,
+        "invert": {"type": "string", "enum": list(INVERT_VALUES)},
     }
+    if batch:
+        properties["top_k"] = TOP_K["schema"]
+    multipart = {"type": "object", "required": [IMAGE_FIELD], "properties": properties}
+    instances = models["PredictRequest"] if batch else with_batch_limit(models["PredictRequest"], 1)
     content: dict[str, Any] = {
         "multipart/form-data": {
             "schema": multipart,
@@ -163,4 +216,5 @@ def upload_content(max_images: int) -> dict[str, Any]:
         }
     }
     content.update({media: {"schema": file} for media in sorted(RAW_IMAGE_TYPES)})
-    return content
+    content["application/json"] = {"schema": instances, "example": {"instances": [PIXELS_EXAMPLE]}}
+    return {"required": True, "content": content}

@@ -13,6 +13,7 @@ import numpy as np
 from flask import Blueprint, Response, jsonify, request
 from werkzeug.routing import BaseConverter, IntegerConverter
 
+from service.api.openapi import MAX_BATCH, PIXELS_EXAMPLE, documented, json_body, ok, ref
 from service.contract.reading import read
 from service.contract.tf_serving import TF_PREDICT_REFUSALS, TfPredictRequest
 from service.errors import (
@@ -63,7 +64,7 @@ v1.record_once(
 )
 
 OK = {"error_code": "OK", "error_message": ""}
-# What each route can answer besides 200, for service/api/openapi.py (with /versions/N, also
+# What each route can answer besides 200, for the OpenAPI document (with /versions/N, also
 # ModelVersionNotFound): the model lookup, then reading and running a predict request.
 LOOKUP_ERRORS: tuple[Answer, ...] = (ModelNotFound, RouteNotFound, ModelNotReady)
 PREDICT_ERRORS = (
@@ -81,6 +82,15 @@ PREDICT_ERRORS = (
 
 @v1.get("/<model_name:name>", defaults={"version": None})
 @v1.get("/<model_name:name>/versions/<version:version>")
+@documented(
+    "Model status and metadata (TensorFlow Serving)",
+    ok(ref("TfModelStatus"), "Versions, state, signature and class names."),
+    description="TensorFlow Serving's GetModelStatus: `AVAILABLE` for each served version, "
+    "`END` with the error for a version folder that failed to load; plus this service's "
+    "`metadata` of the version (the default one without /versions/N), absent for a version "
+    "that is not served.",
+    raises=LOOKUP_ERRORS,
+)
 def model_status(name: str, version: int | None) -> Response:
     """Each version's state (TF Serving's GetModelStatusResponse), and the version's metadata."""
     dataplane().model(name)  # 404 for another name, 503 while loading
@@ -109,6 +119,13 @@ def model_status(name: str, version: int | None) -> Response:
 
 @v1.get("/<model_name:name>/metadata", defaults={"version": None})
 @v1.get("/<model_name:name>/versions/<version:version>/metadata")
+@documented(
+    "Model metadata (TensorFlow Serving)",
+    ok(ref("TfModelMetadata"), "The model spec and signature."),
+    description="TensorFlow Serving's GetModelMetadata: the `model_spec` and the serving "
+    "SignatureDef, read from `saved_model.pb`, in protobuf's JSON mapping.",
+    raises=LOOKUP_ERRORS,
+)
 def model_metadata(name: str, version: int | None) -> Response:
     """The serving signature, as TF Serving's GetModelMetadataResponse shows it."""
     model = dataplane().model(name, version)
@@ -124,6 +141,21 @@ def model_metadata(name: str, version: int | None) -> Response:
 
 @v1.post("/<model_name:name>:predict", defaults={"version": None})
 @v1.post("/<model_name:name>/versions/<version:version>:predict")
+@documented(
+    "Classify pixel arrays (TensorFlow Serving)",
+    ok(
+        {"oneOf": [ref("TfRowsResponse"), ref("TfColumnsResponse")]},
+        "Ten probabilities per image.",
+    ),
+    description="TensorFlow Serving's Predict. Pixel values 0 to 255 (fractions are rounded), "
+    "one 28x28 or 28x28x1 array per image, light garment on black: no decoding or "
+    "preprocessing happens here. The row format `instances` answers `predictions`, the "
+    "columnar `inputs` answers `outputs`; rows of the ten probabilities, in class order. At "
+    f"most {MAX_BATCH} images. The body is read as JSON whatever its Content-Type (curl -d "
+    "sends a form type).",
+    body=lambda models: json_body("TfPredictRequest", {"instances": [PIXELS_EXAMPLE]}),
+    raises=PREDICT_ERRORS,
+)
 def predict(name: str, version: int | None) -> Response:
     """Classify a batch: "instances" answer "predictions", "inputs" answer "outputs"."""
     answer = dataplane().infer(request, read_predict, name, version)
