@@ -8,17 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.images import synthetic_images
 from training.data import FILES, IMAGE_MAGIC, LABEL_MAGIC
-
-
-def synthetic_images(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Make `count` 28x28 images whose class is a bright bar at a label-dependent height."""
-    rng = np.random.default_rng(seed)
-    labels = (np.arange(count) % 10).astype(np.uint8)
-    images = rng.integers(0, 40, size=(count, 28, 28), dtype=np.uint8)
-    for image, label in zip(images, labels, strict=True):
-        image[2 + 2 * label : 8 + 2 * label, 4:24] = 220
-    return images, labels
 
 
 def write_idx(path: Path, magic: int, array: np.ndarray) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import requests
 import yaml
 
-from tests.background import BackgroundProcess
+from harness.process import BackgroundProcess
 
 SHIPPED_CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "prometheus" / "prometheus.yml"
 SHIPPED_TARGET = "api:9100"  # the compose service's metrics port

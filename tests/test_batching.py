@@ -182,7 +182,8 @@ def test_an_interrupted_batch_leaves_no_request_waiting():
 
 @pytest.mark.slow
 def test_concurrent_uploads_share_model_calls_in_a_real_server(tmp_path):
-    from tests.conftest import SHIPPED_MODEL_DIR, LiveServer
+    from harness import SHIPPED_MODEL_DIR
+    from harness.server import LiveServer
 
     # The shipped CNN, whose calls last long enough for requests to meet in the queue (the
     # tiny test model's LiteRT call takes microseconds); one worker, so they all meet there.
@@ -196,7 +197,7 @@ def test_concurrent_uploads_share_model_calls_in_a_real_server(tmp_path):
 
 def concurrent_uploads_share_model_calls(live_server) -> None:
     """Post 96 uploads from 32 threads; assert some shared a call and each got its answer."""
-    from tests.images import encode, garment
+    from harness.images import encode, garment
     from tests.test_metrics import scrape, total
 
     pixels = [garment(label) for label in range(10)]
@@ -343,7 +344,8 @@ def infer_full_batch(url: str) -> tuple[int, str, str | None, str]:
     ids=["full_queue", "deadline_in_queue"],
 )
 def test_a_loaded_worker_refuses_what_it_cannot_serve_in_a_real_server(tmp_path, env, refusal):
-    from tests.conftest import SHIPPED_MODEL_DIR, LiveServer
+    from harness import SHIPPED_MODEL_DIR
+    from harness.server import LiveServer
 
     # One worker and full 64-image requests, which never share a call, so they queue.
     server = LiveServer(

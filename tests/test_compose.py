@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests import container, nginx
-from tests.conftest import ROOT, require_program
+from harness import ROOT, nginx
+from tests import container
 from tests.grafana import GRAFANA_DIR, load_dashboard, panels
+from tests.skips import require_program
 
 PINNED_IMAGE = re.compile(r"^[\w./-]+:(?P<tag>[\w.-]+)@sha256:[0-9a-f]{64}$")
 EXACT_NGINX = re.compile(r"^nginx:\d+\.\d+\.\d+(-alpine)?(@sha256:[0-9a-f]{64})?$")

@@ -11,8 +11,8 @@ import yaml
 from prometheus_client import Counter, Gauge, Histogram
 
 from service.observability import metrics
-from tests.conftest import require_program
 from tests.grafana import dashboard_queries, load_dashboard, panels
+from tests.skips import require_program
 
 METRIC_NAME = re.compile(r"\bfmnist_\w+")
 

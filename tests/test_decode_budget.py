@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from harness import hostile
+from harness.images import catalogue_photo, encode, garment
 from service import errors
 from service.io import decode_budget
 from service.io.decode_budget import DECODE_BUDGET, check, inspect, pixel_cost
 from service.io.images import decode_image
 from service.io.preprocessing import to_model_input
-from tests import hostile
-from tests.images import catalogue_photo, encode, garment
 
 LIMITS = {"max_pixels": 25_000_000, "max_aspect_ratio": 20.0}
 

@@ -10,9 +10,8 @@ import time
 import pytest
 import requests
 
-from tests.images import catalogue_photo, encode, garment
-from tests.procfs import client_sockets
-from tests.test_metrics import worker_pids
+from harness.images import catalogue_photo, encode, garment
+from harness.procfs import client_sockets
 
 pytestmark = pytest.mark.slow
 
@@ -82,7 +81,7 @@ def log_lines(server, marker: str, wait: float = 5.0) -> list[str]:
     """The server's log lines holding `marker`, once some appear (the access log is queued)."""
     deadline = time.monotonic() + wait
     while True:
-        lines = [line for line in server.logs().splitlines() if marker in line]
+        lines = [line for line in server.log_text().splitlines() if marker in line]
         if lines or time.monotonic() > deadline:
             return lines
         time.sleep(0.05)
@@ -96,7 +95,7 @@ def test_one_access_log_line_per_request(live_server):
     assert log_lines(live_server, marker) == lines and len(lines) == 1
     entry = json.loads(lines[0])
     assert entry["status"] == 200 and entry["path"] == "/healthz"
-    assert "Traceback" not in live_server.logs()
+    assert live_server.tracebacks() == []
 
 
 def test_every_access_log_line_is_written_by_the_time_the_server_stops(fresh_live_server):
@@ -136,7 +135,7 @@ def test_kept_alive_connections_are_spread_over_both_workers(live_server):
                 sock.sendall(request)
             for sock in sockets:
                 assert sock.recv(65536).startswith(b"HTTP/1.1 200")
-            held = {pid: client_sockets(pid) for pid in worker_pids(live_server.process.pid)}
+            held = {pid: client_sockets(pid) for pid in live_server.worker_pids()}
             for sock in sockets:  # the next burst arrives while these requests are answered
                 sock.sendall(request)
         finally:

@@ -15,12 +15,13 @@ from collections.abc import Iterator
 import pytest
 import requests
 
+from harness import ROOT
+from harness.nginx import FrontDoor, raw_exchange, seconds, shipped, shipped_directives, size
+from harness.procfs import client_sockets
+from harness.server import LiveServer, free_port
+from harness.slow_clients import PROBE_PNG, SlowClients, probe_meanwhile
 from service.settings import Settings
-from tests.conftest import ROOT, LiveServer, free_port, require_program
-from tests.nginx import FrontDoor, raw_exchange, seconds, shipped, shipped_directives, size
-from tests.procfs import client_sockets
-from tests.slow_clients import PROBE_PNG, SlowClients, probe_meanwhile
-from tests.test_metrics import worker_pids
+from tests.skips import require_program
 
 pytestmark = pytest.mark.slow
 
@@ -120,7 +121,7 @@ def test_requests_pass_with_their_id_over_kept_alive_upstream_connections(front_
         )
         assert response.status_code == 200
     # nginx keeps its connections to gunicorn open between requests: a few, not one per request.
-    held = sum(client_sockets(pid) for pid in worker_pids(live_server.process.pid))
+    held = sum(client_sockets(pid) for pid in live_server.worker_pids())
     assert 1 <= held <= 4, held
 
 

@@ -17,11 +17,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from harness import hostile
+from harness.images import catalogue_photo, encode, garment
 from service import errors
 from service.io.images import decode_image
 from service.io.preprocessing import to_model_input
-from tests import hostile
-from tests.images import catalogue_photo, encode, garment
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:PIL")  # "Corrupt EXIF data"
 EXAMPLES = int(os.environ.get("FMNIST_FUZZ_EXAMPLES", "120"))

@@ -19,12 +19,14 @@ import pytest
 import requests
 from PIL import Image
 
+from harness import SHIPPED_MODEL_DIR
+from harness.images import catalogue_photo, encode, garment
+from harness.server import free_port
 from service.inference.model import list_versions, load_version
 from service.observability.metrics import FLUSH_INTERVAL
 from tests import container
-from tests.conftest import SHIPPED_MODEL_DIR, free_port, require_program
-from tests.images import catalogue_photo, encode, garment
 from tests.podman import BASE_IMAGE, IMAGE, Container, Podman, api_compose_file, cache_dir
+from tests.skips import require_program
 from tests.test_faults import read_response, start_request
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]

@@ -15,9 +15,9 @@ import pytest
 import requests
 import yaml
 
+from harness import ROOT
+from harness.nginx import seconds, shipped, shipped_directives, size
 from tests import container
-from tests.conftest import ROOT
-from tests.nginx import seconds, shipped, shipped_directives, size
 
 K8S_DIR = ROOT / "deploy" / "k8s"
 KUBERNETES_VERSION = "1.37.0"

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import requests
@@ -21,11 +20,13 @@ import yaml
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
+from harness import ROOT
+from harness.images import encode, garment
+from harness.server import LiveServer
 from service.observability import metrics
 from service.observability.instrumentation import HANDLING, METHOD_LABELS
-from tests.conftest import ROOT, require_program
-from tests.images import encode, garment
 from tests.prometheus import SHIPPED_CONFIG, SHIPPED_TARGET
+from tests.skips import require_program
 
 DOCS = ROOT / "docs" / "metrics.md"
 REQUESTS_TOTAL = "fmnist_http_requests_total"
@@ -273,20 +274,17 @@ def assert_never_decreased(before: Samples, after: Samples) -> None:
             assert after.get(key, -1) >= value, (key, value, after.get(key))
 
 
-def worker_pids(master: int) -> set[int]:
-    """The gunicorn master's child processes: its workers."""
-    return {int(pid) for pid in Path(f"/proc/{master}/task/{master}/children").read_text().split()}
-
-
-def wait_for_replacement(master: int, dead: int, workers: int, timeout: float = 60) -> set[int]:
+def wait_for_replacement(
+    server: LiveServer, dead: int, workers: int, timeout: float = 60
+) -> set[int]:
     """Wait until the master again has `workers` children, none of them `dead`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        pids = worker_pids(master)
+        pids = set(server.worker_pids())
         if len(pids) == workers and dead not in pids:
             return pids
         time.sleep(0.1)
-    raise AssertionError(f"worker {dead} not replaced in {timeout}s: {worker_pids(master)}")
+    raise AssertionError(f"worker {dead} not replaced in {timeout}s: {server.worker_pids()}")
 
 
 @pytest.mark.slow
@@ -304,7 +302,7 @@ def test_n_requests_grow_the_scraped_counter_by_exactly_n(live_server):
     after = scrape(live_server)
     assert sum(sent.values()) == 60 and ("/predict", "POST", "415") in sent
     assert_counted_exactly(before, after, sent)
-    workers = worker_pids(live_server.process.pid)
+    workers = set(live_server.worker_pids())
     counted = {pid for pid in workers if (live_server.metrics_dir / f"counter_{pid}.db").exists()}
     assert len(workers) == 2 and counted == workers, "both workers' counts are in the total"
     assert total(after, "fmnist_http_requests_in_flight") == 0
@@ -313,16 +311,15 @@ def test_n_requests_grow_the_scraped_counter_by_exactly_n(live_server):
 @pytest.mark.slow
 def test_a_killed_worker_is_replaced_and_no_counter_goes_backwards(fresh_live_server):
     server = fresh_live_server
-    master = server.process.pid
     send_traffic(server.url, 30)
     before = scrape(server)
-    workers = worker_pids(master)
+    workers = set(server.worker_pids())
     assert len(workers) == 2
     # Kill a worker that counted requests, so its share must survive it.
     victim = next(pid for pid in workers if (server.metrics_dir / f"counter_{pid}.db").exists())
     os.kill(victim, signal.SIGKILL)
 
-    replaced = wait_for_replacement(master, victim, workers=2)
+    replaced = wait_for_replacement(server, victim, workers=2)
     assert replaced - workers, "the master started a new worker"
     # child_exit marked it dead: its live gauges (in flight, model) no longer count.
     assert not list(server.metrics_dir.glob(f"gauge_live*_{victim}.db"))
@@ -340,7 +337,7 @@ def test_a_killed_worker_is_replaced_and_no_counter_goes_backwards(fresh_live_se
     assert_counted_exactly(after_kill, after, sent)
     assert total(after, "fmnist_http_requests_in_flight") == 0
     assert total(after, "fmnist_model_info", name="fashion_mnist", version="1") == 1
-    assert "Traceback" not in server.logs()
+    assert server.tracebacks() == []
 
 
 @pytest.mark.slow

@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 import requests
 
+from harness.images import encode, garment
+from harness.server import LiveServer
 from service.errors import ModelVersionNotFound
 from service.inference.batching import BatchingConfig
 from service.inference.model import list_versions, load_version
 from service.inference.versions import ModelVersions, VersionPolicy
-from tests.conftest import LiveServer
-from tests.images import encode, garment
 
 MODEL = "fashion_mnist"
 IMAGES = np.stack([garment(label) for label in (0, 5, 9)])

@@ -12,9 +12,11 @@ import pytest
 import requests
 from PIL import Image
 
+from harness import ROOT
+from harness.images import catalogue_photo, encode, garment
+from harness.server import LiveServer
 from service.api.page import CONTENT_SECURITY_POLICY
-from tests.conftest import ROOT, LiveServer, require_program
-from tests.images import catalogue_photo, encode, garment
+from tests.skips import require_program
 
 pytestmark = pytest.mark.slow
 

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import requests
 
-from tests.conftest import SHIPPED_MODEL_DIR, LiveServer, dataset_dir
-from tests.images import catalogue_photo, encode
+from harness import SHIPPED_MODEL_DIR
+from harness.images import catalogue_photo, encode
+from harness.server import LiveServer
+from tests.skips import dataset_dir
 from training.data import load_split
 
 pytestmark = [pytest.mark.dataset, pytest.mark.slow]

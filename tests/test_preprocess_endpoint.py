@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from harness.images import catalogue_photo, encode, garment
 from service.io.images import decode_image
 from service.io.preprocessing import to_model_input
-from tests.images import catalogue_photo, encode, garment
 
 PHOTO = encode(catalogue_photo(garment(2), scale=6, pad=(30, 12)), "JPEG", quality=92)
 

@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image, PngImagePlugin
 
+from harness import hostile
+from harness.images import catalogue_photo, encode, garment
 from service import errors
 from service.io.images import decode_image
 from service.io.preprocessing import (
@@ -20,8 +22,6 @@ from service.io.preprocessing import (
     to_grayscale,
     to_model_input,
 )
-from tests import hostile
-from tests.images import catalogue_photo, encode, garment
 
 LIMITS = {"max_pixels": 25_000_000, "max_aspect_ratio": 20.0}
 
@@ -250,7 +250,7 @@ def test_pixel_arrays_round_to_uint8_and_accept_a_channel_axis():
 def test_refused_formats_are_named_without_running_their_parsers(monkeypatch):
     from PIL import PsdImagePlugin
 
-    from tests.hostile import psd
+    from harness.hostile import psd
 
     def parser_ran(self):
         raise AssertionError("the PSD parser ran on refused input")

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import requests
 
+from harness import ROOT
+from harness.images import garment
 from service.api.kserve_v2 import SERVER_VERSION
-from tests.conftest import ROOT
-from tests.images import garment
 
 CLASS_COUNT = 10
 MODEL = "fashion_mnist"

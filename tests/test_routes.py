@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.images import catalogue_photo, encode, garment
+from harness.images import catalogue_photo, encode, garment
 
 CLASS_COUNT = 10
 

@@ -9,15 +9,13 @@ import numpy as np
 import pytest
 import requests
 
+from harness import SHIPPED_MODEL_DIR
+from harness.images import catalogue_photo, encode, synthetic_images
 from service.inference.model import list_versions, load_version
 from service.inference.runtime import RUNTIMES
 from service.io.images import decode_image
 from service.io.preprocessing import to_model_input
 from service.settings import Settings
-from tests.conftest import SHIPPED_MODEL_DIR
-from tests.idx import synthetic_images
-from tests.images import catalogue_photo, encode
-from tests.test_faults import worker_pids
 
 TOLERANCE = 1e-5
 # 8-bit weights move the shipped model's probabilities by at most 0.028 over the 10,000 test
@@ -140,7 +138,7 @@ def test_a_litert_worker_never_loads_tensorflow(live_server):
         timeout=10,
     )
     assert response.status_code == 200
-    pids = worker_pids(live_server)
+    pids = live_server.worker_pids()
     assert len(pids) == 2
     for pid in pids:
         libraries = open(f"/proc/{pid}/maps").read()

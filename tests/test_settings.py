@@ -8,8 +8,9 @@ import time
 
 import pytest
 
+from harness import ROOT
+from harness.server import free_port
 from service.settings import Settings
-from tests.conftest import ROOT, free_port
 
 # (variable, a value out of range, words of the one-line error): every numeric setting's
 # bounds, NaN and infinity for every float, zero where zero means nothing.

@@ -7,9 +7,10 @@ import json
 import numpy as np
 import pytest
 
+from harness import SHIPPED_MODEL_DIR
 from service.inference.model import list_versions, load_version
 from service.settings import Settings
-from tests.conftest import SHIPPED_MODEL_DIR, dataset_dir
+from tests.skips import dataset_dir
 from training.data import load_split
 
 MAX_VERSION_BYTES = 10 * 1024 * 1024

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
+from harness import ROOT
 from tests.idx import write_dataset
 from training.data import FILES, IMAGE_MAGIC, load_fashion_mnist, stratified_split
 from training.export import load_network, next_version

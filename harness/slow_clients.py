@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import requests
 
-from tests.images import encode, garment
+from harness.images import encode, garment
 
 KINDS = ("silent", "trickle", "stall")
 STALL_BODY_BYTES = 1000  # announced; the stalled client sends STALL_SENT of them

@@ -9,7 +9,7 @@ import zlib
 import numpy as np
 from PIL import Image, TiffTags
 
-from tests.images import catalogue_photo, encode, garment
+from harness.images import catalogue_photo, encode, garment
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -14,7 +14,7 @@ import re
 import socket
 from pathlib import Path
 
-from tests.background import BackgroundProcess
+from harness.process import BackgroundProcess
 
 SHIPPED_CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "nginx" / "fashion-mnist.conf"
 SHIPPED_UPSTREAM = "api:8000"  # the compose service's API port
