@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from PIL import Image, PngImagePlugin
+from PIL import Image, ImageFile, PngImagePlugin
 
 from harness import hostile
 from harness.images import catalogue_photo, encode, garment
@@ -59,12 +59,19 @@ def test_a_catalogue_photo_becomes_a_centred_light_on_black_28x28():
     assert abs((columns[0] + columns[-1]) / 2 - 13.5) <= 1.5  # centred
 
 
-ROTATED = Image.Exif()
-ROTATED[0x0112] = 6  # stored rotated: display needs a 90-degree clockwise turn
+def exif_orientation(value: int) -> bytes:
+    """An EXIF block holding one orientation tag."""
+    exif = Image.Exif()
+    exif[0x0112] = value
+    return exif.tobytes()
+
+
+ROTATED = 6  # stored rotated: display needs a 90-degree clockwise turn
 ROTATED_XMP = (
     '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
     'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description '
-    'xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>'
+    f'xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="{ROTATED}"/></rdf:RDF>'
+    "</x:xmpmeta>"
 )
 
 
@@ -75,7 +82,7 @@ def png_text(key: str, text: str) -> PngImagePlugin.PngInfo:
     return info
 
 
-RAW_EXIF = ROTATED.tobytes()
+RAW_EXIF = exif_orientation(ROTATED)
 # Every place Pillow reads an orientation from, in each format that carries it there.
 ORIENTED = {
     "jpeg_exif": ("JPEG", {"exif": RAW_EXIF}),
@@ -92,17 +99,79 @@ ORIENTED = {
     ),
     "webp_exif": ("WEBP", {"exif": RAW_EXIF, "lossless": True}),
     "webp_xmp": ("WEBP", {"xmp": ROTATED_XMP.encode(), "lossless": True}),
-    "tiff_tag": ("TIFF", {"tiffinfo": {0x0112: 6}}),
+    "tiff_tag": ("TIFF", {"tiffinfo": {0x0112: ROTATED}}),
 }
+
+# EXIF's definition of each orientation: the sides of the displayed image on which the stored
+# image's first row and first column are shown.
+SIDES = {
+    1: ("top", "left"),
+    2: ("top", "right"),
+    3: ("bottom", "right"),
+    4: ("bottom", "left"),
+    5: ("left", "top"),
+    6: ("right", "top"),
+    7: ("right", "bottom"),
+    8: ("left", "bottom"),
+}
+
+
+def stored_quadrants() -> np.ndarray:
+    """A 20x60 image of four grey levels, one per quadrant: each of the eight ways of showing
+    it (turns and mirror images) looks different, and lossy JPEG keeps the levels apart."""
+    pixels = np.empty((20, 60), np.uint8)
+    pixels[:10, :30], pixels[:10, 30:] = 0, 80
+    pixels[10:, :30], pixels[10:, 30:] = 160, 240
+    return pixels
+
+
+def displayed(stored: np.ndarray, orientation: int) -> np.ndarray:
+    """The stored pixels as a viewer shows them, built from SIDES alone (not from Pillow)."""
+    first_row, first_column = SIDES[orientation]
+    # Where the top row and the left column of `shown` must go.
+    top, left = first_row, first_column
+    shown = stored
+    if first_row in ("left", "right"):
+        shown = stored.T  # the first row becomes the left column, the first column the top row
+        top, left = first_column, first_row
+    if top == "bottom":
+        shown = np.flipud(shown)
+    if left == "right":
+        shown = np.fliplr(shown)
+    return shown
+
+
+def assert_shown_as(image: Image.Image, expected: np.ndarray) -> None:
+    """The decoded image has the expected shape and each quadrant its expected grey level."""
+    gray = np.asarray(image.convert("L"), np.int16)
+    assert gray.shape == expected.shape
+    height, width = expected.shape
+    for rows in (slice(0, height // 2), slice(height // 2, height)):
+        for columns in (slice(0, width // 2), slice(width // 2, width)):
+            quadrant = gray[rows, columns]
+            assert np.median(quadrant) == pytest.approx(expected[rows, columns][0, 0], abs=8)
 
 
 @pytest.mark.parametrize("case", ORIENTED)
 def test_an_orientation_is_honoured_wherever_the_file_carries_it(case):
-    pixels = np.full((20, 60), 255, np.uint8)
-    pixels[5:15, 5:30] = 0  # dark bar on the left half
+    stored = stored_quadrants()
     file_format, options = ORIENTED[case]
-    image = decode(encode(Image.fromarray(pixels).convert("RGB"), file_format, **options))
-    assert image.size == (20, 60)
+    image = decode(encode(Image.fromarray(stored).convert("RGB"), file_format, **options))
+    assert_shown_as(image, displayed(stored, ROTATED))
+
+
+@pytest.mark.parametrize("orientation", SIDES)
+@pytest.mark.parametrize("file_format", ["JPEG", "PNG", "TIFF"])
+def test_each_orientation_puts_the_pixels_where_exif_says(file_format, orientation):
+    stored = stored_quadrants()
+    if file_format == "TIFF":
+        options: dict = {"tiffinfo": {0x0112: orientation}}
+    else:
+        options = {"exif": exif_orientation(orientation)}
+    image = decode(encode(Image.fromarray(stored), file_format, **options))
+    assert_shown_as(image, displayed(stored, orientation))
+    if file_format != "JPEG":  # lossless: every pixel in its place
+        assert np.array_equal(np.asarray(image), displayed(stored, orientation))
 
 
 @pytest.mark.parametrize("file_format", ["PNG", "JPEG", "WEBP", "TIFF", "GIF", "BMP"])
@@ -258,6 +327,23 @@ def test_refused_formats_are_named_without_running_their_parsers(monkeypatch):
     monkeypatch.setattr(PsdImagePlugin.PsdImageFile, "_open", parser_ran)
     with pytest.raises(errors.UnsupportedImageFormat, match="PSD"):
         decode(psd())
+
+
+@pytest.mark.parametrize("fmt", ["PPM", "TGA", "ICO", "PCX", "SGI", "EPS"])
+def test_a_refused_format_is_named_without_decoding_it(monkeypatch, fmt):
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 40)).save(buffer, fmt)
+    plugin, accept = Image.OPEN[fmt]
+
+    def ran(self):
+        raise AssertionError(f"the {fmt} plugin ran on refused input")
+
+    # Only a format without a signature (TGA) is named by its header parser.
+    for method in ("load", "_open") if accept is not None else ("load",):
+        monkeypatch.setattr(plugin, method, ran)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", ran)
+    with pytest.raises(errors.UnsupportedImageFormat, match=fmt):
+        decode(buffer.getvalue())
 
 
 @pytest.mark.parametrize(

@@ -132,5 +132,5 @@ def _refused_format(data: bytes) -> str | None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return Image.open(io.BytesIO(data), formats=unsigned).format
-    except Exception:  # noqa: BLE001 - any failure here means "not one of these"
+    except DECODE_ERRORS:  # a header parser's refusal: not one of these
         return _signature(data, tuple(Image.ID))
