@@ -11,6 +11,7 @@ import requests
 
 from harness import ROOT
 from harness.images import garment
+from harness.server import LiveServer
 from service.api.kserve_v2 import SERVER_VERSION
 
 CLASS_COUNT = 10
@@ -27,6 +28,16 @@ def v2_input(data: object, shape: list[int], datatype: str = "UINT8", **extra) -
     return {
         "inputs": [{"name": "images", "shape": shape, "datatype": datatype, "data": data}]
     } | extra
+
+
+def predicted(live_server: LiveServer, images: np.ndarray) -> np.ndarray:
+    """/predict's probabilities [N, 10] for uint8 images [N, 28, 28], in class order."""
+    answer = requests.post(
+        live_server.url + "/predict", json={"instances": images.tolist()}, timeout=30
+    )
+    assert answer.status_code == 200, answer.text[:300]
+    rows = [list(p["probabilities"].values()) for p in answer.json()["predictions"]]
+    return np.asarray(rows, dtype=np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +80,7 @@ def test_triton_client_model_metadata(triton):
     ("datatype", "shape"),
     [("UINT8", (3, 28, 28)), ("FP32", (3, 28, 28)), ("FP32", (3, 28, 28, 1))],
 )
-def test_triton_client_infer(triton, binary, datatype, shape):
+def test_triton_client_infer(live_server, triton, binary, datatype, shape):
     import tritonclient.http as httpclient
 
     images = pixels().astype(np.uint8 if datatype == "UINT8" else np.float32).reshape(shape)
@@ -80,6 +91,8 @@ def test_triton_client_infer(triton, binary, datatype, shape):
     probabilities = result.as_numpy("probabilities")
     assert probabilities.dtype == np.float32 and probabilities.shape == (3, CLASS_COUNT)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+    # The same pixels, whatever their datatype and shape, get /predict's answer.
+    np.testing.assert_allclose(probabilities, predicted(live_server, pixels()), atol=1e-6)
     response = result.get_response()
     assert response["id"] == "req-7" and response["model_version"] == "1"
     sent_binary = "binary_data_size" in result.get_output("probabilities").get("parameters", {})

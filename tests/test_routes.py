@@ -71,6 +71,28 @@ def test_model_metadata(client):
     assert client.get("/v1/models/other").json["code"] == "model_not_found"
 
 
+def test_the_tiny_model_tells_its_classes_apart(client, tiny_data_dir):
+    # Tests that compare labels across routes rely on it: a model answering one class for
+    # every image would pass them all. Its test split (harness/images.py synthetic_images)
+    # holds ten images of each class, each class a bright bar at a height of its own.
+    from training.data import load_fashion_mnist
+
+    test = load_fashion_mnist(tiny_data_dir).test
+    predicted = []
+    for start in range(0, len(test.labels), 50):
+        images = test.images[start : start + 50].tolist()
+        predicted += [
+            p["class_id"]
+            for p in client.post("/predict", json={"instances": images}).json["predictions"]
+        ]
+    accuracy = np.mean(np.asarray(predicted) == test.labels)
+    assert accuracy >= 0.6, f"accuracy {accuracy:.2f}; chance is 0.1"
+    # And most of the one garment per class that many tests send is labelled right.
+    garments = client.post("/predict", json={"instances": [garment(c).tolist() for c in range(10)]})
+    right = [p["class_id"] for p in garments.json["predictions"]] == np.arange(10)
+    assert right.sum() >= 8, right
+
+
 def test_multipart_batch_keeps_request_order(client):
     images = [garment(label) for label in (1, 7, 3)]
     response = client.post("/predict", data=multipart(*(encode(i) for i in images)))
