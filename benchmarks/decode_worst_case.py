@@ -32,19 +32,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import numpy as np
+from PIL import Image
 
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from service.errors import ImageTooLarge, ServiceError  # noqa: E402
-from service.io import decode_budget  # noqa: E402
-from service.io.images import ALLOWED_FORMATS, decode_image  # noqa: E402
-from service.io.preprocessing import to_model_input  # noqa: E402
-from service.settings import Settings  # noqa: E402
-from tests import hostile  # noqa: E402
-from tests.images import encode, garment  # noqa: E402
+from harness import ROOT, hostile
+from harness.images import encode, garment
+from service.errors import ImageTooLarge, ServiceError
+from service.io import decode_budget
+from service.io.images import ALLOWED_FORMATS, decode_image
+from service.io.preprocessing import to_model_input
+from service.settings import Settings
 
 LIMITS = Settings()
 CASE_TIMEOUT = 120.0  # seconds a measurement may run before it is stopped and reported so
@@ -587,8 +584,8 @@ def draft_change(data_dir: Path, count: int) -> dict:
     the layouts of DRAFT_LAYOUTS, half of them progressive, all JPEG quality 90.
     """
     # Imported here: the processes that measure one file each need none of them.
+    from harness.images import catalogue_photo
     from service.inference.model import load_version
-    from tests.images import catalogue_photo
     from training.data import load_split
 
     test = load_split(

@@ -18,10 +18,9 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.load import Server, multipart_body, progress, sample_png, wrk  # noqa: E402
+from benchmarks.wrk import multipart_body, progress, sample_png, wrk
+from harness import ROOT
+from harness.server import scratch_server
 
 CONCURRENCY = 32
 SAMPLE_RATE = 250  # samples per second; py-spy pauses the worker briefly for each one
@@ -39,10 +38,11 @@ def record(
     body_file = folder / "body.bin"
     body_file.write_bytes(multipart_body(sample_png()))
     raw = folder / "stacks.txt"
-    server = Server(env)
+    server = scratch_server(env).start()
     try:
-        wrk(server.url, body_file, 8, 2)
-        pid = server.worker_pids()[0]
+        url = server.url + "/predict"
+        wrk(url, body_file, 8, 2)
+        pid = str(server.worker_pids()[0])
         progress(f"sampling worker {pid} for {seconds}s at concurrency {CONCURRENCY}")
         spy = subprocess.Popen(
             [
@@ -64,7 +64,7 @@ def record(
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        load = wrk(server.url, body_file, CONCURRENCY, seconds + 2)
+        load = wrk(url, body_file, CONCURRENCY, seconds + 2)
         spy.wait(60)
     finally:
         server.stop()

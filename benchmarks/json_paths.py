@@ -27,10 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.load import Server, wrk  # noqa: E402
+from benchmarks.wrk import wrk
+from harness import ROOT
+from harness.server import LiveServer, scratch_server
 
 CONCURRENCY = (1, 8)
 BATCHES = (1, 64)  # 64: FMNIST_MAX_BATCH and FMNIST_BATCH_MAX_SIZE by default
@@ -81,9 +80,11 @@ def check_answers(base_url: str, kinds: dict[str, tuple[str, bytes]]) -> None:
                 raise RuntimeError(f"{kind}: {response.status}")
 
 
-def measure(server: Server, files: dict[str, tuple[str, Path]], seconds: int, name: str) -> dict:
+def measure(
+    server: LiveServer, files: dict[str, tuple[str, Path]], seconds: int, name: str
+) -> dict:
     """Every kind at every concurrency level against one started server."""
-    base_url = f"http://127.0.0.1:{server.port}"
+    base_url = server.url
     results: dict = {}
     for kind, (path, body_file) in files.items():
         wrk(base_url + path, body_file, 8, WARMUP_SECONDS, JSON)
@@ -157,9 +158,9 @@ def run(
             measured = {}
             for name in order:
                 progress(f"round {round_}, {name}: starting gunicorn")
-                server = Server(env, root=roots[name])
+                server = scratch_server(env, root=roots[name]).start()
                 try:
-                    check_answers(f"http://127.0.0.1:{server.port}", kinds)
+                    check_answers(server.url, kinds)
                     measured[name] = measure(server, files, seconds, f"round {round_}, {name}")
                 finally:
                     server.stop()

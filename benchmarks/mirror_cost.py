@@ -27,16 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.load import (  # noqa: E402
-    interleaved,
-    multipart_body,
-    progress,
-    start,
-    stop,
-)
+from benchmarks.phases import interleaved, start, stop
+from benchmarks.wrk import multipart_body, progress
+from harness import ROOT
 
 ROUNDS = 2
 CHECK_TOLERANCE = 1e-5

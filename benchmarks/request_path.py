@@ -15,7 +15,6 @@ import logging
 import os
 import queue
 import secrets
-import sys
 import tempfile
 import threading
 import time
@@ -30,10 +29,9 @@ import numpy as np
 import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="path-metrics-"))
 
-from benchmarks.load import BOUNDARY, multipart_body, progress, sample_png  # noqa: E402
+from benchmarks.wrk import BOUNDARY, multipart_body, progress, sample_png  # noqa: E402
 
 REPEATS = 5
 ACCESS_LINE = {

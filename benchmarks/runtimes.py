@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.load import model_alone, progress  # noqa: E402
+from benchmarks.model_alone import model_alone
+from benchmarks.wrk import progress
+from harness import ROOT
 
 MIN_ACCURACY = 0.935  # the shipped model's floor (tests/test_shipped_model.py)
 REFERENCE = "savedmodel"

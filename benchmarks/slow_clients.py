@@ -7,7 +7,7 @@ defaults): 200 connections that send nothing, 64 that send a request header one 
 requests, each on a new connection, are timed, and the server's cut of every slow connection
 (its close, reset or answer) is recorded. Three set-ups: gunicorn directly with gthread's own
 worker class (the service before service/worker.py), gunicorn directly with the service's
-worker, and the shipped nginx front door (tests/nginx.py, Debian's nginx) in front of it.
+worker, and the shipped nginx front door (harness/nginx.py, Debian's nginx) in front of it.
 Then the normal path: wrk against both worker classes side by side, kept-alive connections and
 a new connection per request, in alternating slices.
 
@@ -29,18 +29,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.load import wrk  # noqa: E402
-from tests.conftest import SHIPPED_MODEL_DIR, LiveServer, free_port  # noqa: E402
-from tests.nginx import FrontDoor  # noqa: E402
-from tests.slow_clients import (  # noqa: E402
-    PROBE_PNG,
-    SlowClients,
-    probe_meanwhile,
-    summary,
-)
+from benchmarks.wrk import wrk
+from harness import ROOT, SHIPPED_MODEL_DIR
+from harness.nginx import FrontDoor
+from harness.server import LiveServer, free_port
+from harness.slow_clients import PROBE_PNG, SlowClients, probe_meanwhile, summary
 
 HOLD = 30.0  # seconds each attack lasts
 PROBES = 5

@@ -13,11 +13,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import os
 import random
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -29,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import requests
 
-from tests import hostile
-from tests.images import catalogue_photo, encode, garment
-
-ROOT = Path(__file__).resolve().parent.parent
+from harness import ROOT, hostile
+from harness.images import catalogue_photo, encode, garment
+from harness.procfs import rss_bytes
+from harness.server import LiveServer
 
 MAX_RSS_GROWTH = 0.10
 MAX_METRICS_DIR_GROWTH = 0.10
@@ -125,64 +121,6 @@ class Tally:
                 self.unexpected[f"{shot.name}:{outcome}"] += 1
 
 
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(model_dir: Path, metrics_dir: Path, log: Path, workers: int) -> tuple:
-    """Start bin/serve on free local ports; return the process and its base URL."""
-    port, metrics_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "PORT": str(port),
-        "HOST": "127.0.0.1",
-        "FMNIST_METRICS_PORT": str(metrics_port),
-        "FMNIST_METRICS_HOST": "127.0.0.1",
-        "FMNIST_MODEL_DIR": str(model_dir),
-        "FMNIST_WORKERS": str(workers),
-        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-        "PYTHON": sys.executable,
-    }
-    process = subprocess.Popen(
-        [str(ROOT / "bin" / "serve")],
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"server exited:\n{log.read_text()[-3000:]}")
-        try:
-            if requests.get(url + "/readyz", timeout=2).status_code == 200:
-                return process, url
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    process.kill()
-    raise SystemExit("server not ready in 180 s")
-
-
-def worker_pids(master: int) -> list[int]:
-    """The gunicorn master's workers."""
-    return sorted(
-        int(p) for p in Path(f"/proc/{master}/task/{master}/children").read_text().split()
-    )
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident memory of a process, from /proc/<pid>/status (VmRSS, in kB)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise ValueError(f"no VmRSS for {pid}")
-
-
 def dir_bytes(folder: Path) -> int:
     """Total size of the files in a folder."""
     return sum(path.stat().st_size for path in folder.iterdir() if path.is_file())
@@ -206,15 +144,15 @@ def load(url: str, shots: list[Shot], tally: Tally, stop: threading.Event, seed:
             tally.record(shot, outcome, time.perf_counter() - started)
 
 
-def snapshot(master: int, metrics_dir: Path, tally: Tally, started: float) -> dict:
+def snapshot(server: LiveServer, tally: Tally, started: float) -> dict:
     """Worker pids and memory, metrics directory size, and request counts now."""
-    pids = worker_pids(master)
+    pids = server.worker_pids()
     with tally.lock:
         statuses = dict(tally.statuses)
     return {
         "seconds": round(time.monotonic() - started, 1),
         "workers": {str(pid): rss_bytes(pid) for pid in pids},
-        "metrics_dir_bytes": dir_bytes(metrics_dir),
+        "metrics_dir_bytes": dir_bytes(server.metrics_dir),
         "requests": sum(statuses.values()),
         "statuses": statuses,
     }
@@ -225,8 +163,10 @@ def soak(args: argparse.Namespace) -> dict:
     shots = traffic()
     tally, stop = Tally(), threading.Event()
     with tempfile.TemporaryDirectory(prefix="fmnist-soak-") as scratch:
-        metrics_dir, log = Path(scratch) / "metrics", Path(scratch) / "gunicorn.log"
-        process, url = start_server(args.model_dir, metrics_dir, log, args.workers)
+        log = Path(scratch) / "gunicorn.log"
+        server = LiveServer(args.model_dir, log, FMNIST_WORKERS=str(args.workers))
+        server.start(timeout=180)
+        url = server.url
         try:
             started = time.monotonic()
             threads = [
@@ -235,20 +175,17 @@ def soak(args: argparse.Namespace) -> dict:
             ]
             for thread in threads:
                 thread.start()
-            phases = phase_snapshots(args.seconds, process.pid, metrics_dir, tally, started)
+            phases = phase_snapshots(args.seconds, server, tally, started)
             stop.set()
             for thread in threads:
                 thread.join(90)
-            tracebacks = log.read_text(errors="replace").count("Traceback")
+            tracebacks = len(server.tracebacks())  # the whole log, from start to here
         finally:
-            process.send_signal(signal.SIGTERM)
-            process.wait(60)
+            server.stop()
     return summarise(args, tally, phases, tracebacks)
 
 
-def phase_snapshots(
-    seconds: float, master: int, metrics_dir: Path, tally: Tally, started: float
-) -> list[dict]:
+def phase_snapshots(seconds: float, server: LiveServer, tally: Tally, started: float) -> list[dict]:
     """Sleep through warm-up and the measured phases, taking a snapshot after each."""
     warmup = seconds * WARMUP_FRACTION
     ends = [warmup] + [warmup + (seconds - warmup) * (i + 1) / PHASES for i in range(PHASES)]
@@ -258,7 +195,7 @@ def phase_snapshots(
         phases.append(
             {
                 "phase": "warm-up" if index == 0 else f"phase {index}",
-                **snapshot(master, metrics_dir, tally, started),
+                **snapshot(server, tally, started),
             }
         )
         print(progress_line(phases), flush=True)
