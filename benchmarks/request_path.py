@@ -8,7 +8,6 @@ docs/request-path.md.
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import logging
@@ -23,7 +22,8 @@ import uuid
 from collections.abc import Callable
 from logging.handlers import QueueHandler, QueueListener
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -32,6 +32,9 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="path-metrics-"))
 
 from benchmarks.wrk import BOUNDARY, multipart_body, progress, sample_png  # noqa: E402
+
+if TYPE_CHECKING:
+    from service.observability.buffers import MetricBuffer
 
 REPEATS = 5
 ACCESS_LINE = {
@@ -101,16 +104,6 @@ def preprocessing_rows() -> list[tuple[str, float, str, float | None]]:
     ]
 
 
-def gunicorn_conf():  # noqa: ANN201 - the module
-    """service/gunicorn.conf.py as a module (it is a file gunicorn reads, not a package)."""
-    spec = importlib.util.spec_from_file_location(
-        "gunicorn_conf", ROOT / "service" / "gunicorn.conf.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def cpu_per_call(step: Callable[[], object], threads: int, seconds: float = 2.0) -> float:
     """CPU microseconds per call of `step` with `threads` threads calling it as fast as they can.
 
@@ -164,6 +157,8 @@ def multipart_rows() -> list[tuple[str, float, str, float | None]]:
 def logging_rows() -> list[tuple[str, float, str, float | None]]:
     """One access-log line through the worker's AccessLogBuffer and through the queue listener
     it replaced, from 1 and from 16 threads."""
+    from service.observability.buffers import AccessLogBuffer
+
     flags = (logging.logThreads, logging.logMultiprocessing, logging._srcfile)
     logging.logThreads, logging.logMultiprocessing, logging._srcfile = False, False, None
     null = open(os.devnull, "w")  # closed below
@@ -179,7 +174,7 @@ def logging_rows() -> list[tuple[str, float, str, float | None]]:
     rows = []
     try:
         for threads in (1, 16):
-            ours = gunicorn_conf().AccessLogBuffer(logging.StreamHandler(null))
+            ours = AccessLogBuffer(logging.StreamHandler(null))
             logger.handlers = [ours]
             ours_cost = cpu_per_call(line, threads)
             ours.close()
@@ -204,20 +199,20 @@ def logging_rows() -> list[tuple[str, float, str, float | None]]:
     return rows
 
 
-def request_metrics(metrics: Any) -> None:  # noqa: ANN401 - the service.observability.metrics module
+def request_metrics(metrics: ModuleType, buffer: MetricBuffer) -> None:
     """The metric updates of one single-image /predict, batch-level ones included, queued in
     the worker's MetricBuffer as the service makes them."""
-    metrics.add(metrics.IN_FLIGHT, 1)
-    metrics.observe(metrics.DECODE_LATENCY, 0.0001)
-    metrics.observe(metrics.PREPROCESS_LATENCY, 0.00005)
-    metrics.observe(metrics.BATCH_QUEUE_SECONDS, 0.002)
-    metrics.observe(metrics.INFERENCE_LATENCY, 0.003)
-    metrics.observe(metrics.BATCH_SIZE, 8)
-    metrics.add(metrics.PREDICTIONS, 1, "Bag")
-    metrics.observe(metrics.CONFIDENCE, 0.9)
-    metrics.add(metrics.REQUESTS, 1, "/predict", "POST", "200")
-    metrics.observe(metrics.REQUEST_LATENCY, 0.02, "/predict")
-    metrics.add(metrics.IN_FLIGHT, -1)
+    buffer.add(metrics.IN_FLIGHT, (), 1)
+    buffer.observe(metrics.DECODE_LATENCY, (), 0.0001)
+    buffer.observe(metrics.PREPROCESS_LATENCY, (), 0.00005)
+    buffer.observe(metrics.BATCH_QUEUE_SECONDS, (), 0.002)
+    buffer.observe(metrics.INFERENCE_LATENCY, (), 0.003)
+    buffer.observe(metrics.BATCH_SIZE, (), 8)
+    buffer.add(metrics.PREDICTIONS, ("Bag",), 1)
+    buffer.observe(metrics.CONFIDENCE, (), 0.9)
+    buffer.add(metrics.REQUESTS, ("/predict", "POST", "200"), 1)
+    buffer.observe(metrics.REQUEST_LATENCY, ("/predict",), 0.02)
+    buffer.add(metrics.IN_FLIGHT, (), -1)
 
 
 def request_metrics_written(metrics: Any) -> None:
@@ -236,15 +231,15 @@ def request_metrics_written(metrics: Any) -> None:
     metrics.IN_FLIGHT.dec()
 
 
-def flushed_per_request(metrics: Any, requests: int = 100) -> float:  # noqa: ANN401
+def flushed_per_request(metrics: ModuleType, buffer: MetricBuffer, requests: int = 100) -> float:
     """CPU microseconds per request of writing out the queued updates of `requests` requests
     in one flush (about what the flushing thread meets every 0.1 s under load)."""
     costs = []
     for _ in range(REPEATS):
         for _ in range(requests):
-            request_metrics(metrics)
+            request_metrics(metrics, buffer)
         started = time.process_time()
-        metrics.BUFFER.flush()
+        buffer.flush()
         costs.append((time.process_time() - started) / requests * 1e6)
     return min(costs)
 
@@ -252,23 +247,25 @@ def flushed_per_request(metrics: Any, requests: int = 100) -> float:  # noqa: AN
 def metrics_rows() -> list[tuple[str, float, str, float | None]]:
     """A request's metric updates, queued, against the multiprocess writes they replaced."""
     from service.observability import metrics
+    from service.observability.buffers import MetricBuffer
 
+    buffer = MetricBuffer()  # flushed here only, as its thread would
     rows = [
         (
             f"a single-image /predict's metric updates queued, CPU per request from {threads} "
             f"thread{'s' if threads > 1 else ''} (MetricBuffer)",
-            cpu_per_call(lambda: request_metrics(metrics), threads),
+            cpu_per_call(lambda: request_metrics(metrics, buffer), threads),
             "written one by one by prometheus_client (before; one lock per process)",
             cpu_per_call(lambda: request_metrics_written(metrics), threads),
         )
         for threads in (1, 16)
     ]
-    metrics.BUFFER.flush()
+    buffer.flush()
     return [
         *rows,
         (
             "their writing, per request, in a flush of 100 requests' updates",
-            flushed_per_request(metrics),
+            flushed_per_request(metrics, buffer),
             "",
             None,
         ),

@@ -28,7 +28,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from service.inference.dataplane import DataPlane
     from service.inference.versions import ModelVersions
     from service.io.jsonio import OrjsonProvider
-    from service.observability import instrumentation
+    from service.observability.buffers import MetricBuffer
+    from service.observability.instrumentation import Instrumentation
     from service.settings import Settings
 
     settings = Settings.from_env(**(config or {}))
@@ -36,6 +37,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.json = OrjsonProvider(app)  # keys in insertion order: probabilities in class order
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["settings"] = settings
+    metric_buffer = MetricBuffer()  # the app's metric updates, written by a thread of its own
+    instrumentation = Instrumentation(metric_buffer)
     versions = ModelVersions(
         Path(settings.model_dir),  # a config override may give a string
         settings.model_versions,
@@ -44,10 +47,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         warmup=settings.warmup,
         runtime=settings.runtime,
         tf_threads=settings.tf_threads,
-        batching=BatchingConfig.from_settings(settings, instrumentation.HANDLING),
+        batching=BatchingConfig.from_settings(settings, instrumentation.requests_in_process),
+        metric_buffer=metric_buffer,
     )
     app.extensions["versions"] = versions
-    app.extensions["dataplane"] = DataPlane(settings, versions)
+    app.extensions["dataplane"] = DataPlane(settings, versions, metric_buffer)
     errors.register_error_handlers(app)
     instrumentation.init_app(app)
     app.register_blueprint(api)

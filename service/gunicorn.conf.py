@@ -6,17 +6,14 @@ Start it through bin/serve, which empties the metrics directory first.
 from __future__ import annotations
 
 import json
-import logging
-import queue
 import sys
-import threading
-from logging.handlers import QueueHandler
 from typing import TYPE_CHECKING, Any
 
 from gunicorn.glogging import Logger
 from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
+from service.observability.buffers import buffer_access_log
 from service.settings import Settings
 
 if TYPE_CHECKING:  # gunicorn's classes, for the hooks' signatures (untyped: Any to mypy)
@@ -154,85 +151,6 @@ def post_fork(server: Arbiter, worker: Worker) -> None:
     access log."""
     server.metrics_server.socket.close()
     worker.access_log = buffer_access_log()
-
-
-class AccessLogBuffer(QueueHandler):
-    """Hold access-log records in a queue that one thread of its own writes out every
-    FLUSH_INTERVAL seconds, all waiting lines in one write, and at close.
-
-    As with nginx's `access_log ... buffer= flush=`, a request thread only appends its record:
-    it takes no lock, makes no system call and wakes no thread. Under load each of those costs
-    a handoff of the worker's GIL among its threads, and a thread holding a handler's lock
-    when it loses the GIL stalls every other thread that logs (docs/request-path.md measures
-    both). The record's message already is the finished JSON line and no other handler sees
-    it, so QueueHandler's formatting and copy are skipped too.
-    """
-
-    FLUSH_INTERVAL = 0.1
-
-    def __init__(self, target: logging.StreamHandler) -> None:
-        super().__init__(queue.SimpleQueue())
-        self.target = target
-        self._stopping = threading.Event()
-        self._flusher = threading.Thread(target=self._flush_periodically, daemon=True)
-        self._flusher.start()
-
-    def handle(self, record: logging.LogRecord) -> bool:
-        """Enqueue the record without the handler lock: SimpleQueue.put is thread-safe."""
-        passed = bool(self.filter(record))
-        if passed:
-            self.emit(record)
-        return passed
-
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        """The record itself."""
-        return record
-
-    def flush(self) -> None:
-        """Write every waiting line in one write."""
-        lines, record = [], None
-        while True:
-            try:  # logging.shutdown may flush at exit beside the flushing thread
-                record = self.queue.get_nowait()
-            except queue.Empty:
-                break
-            lines.append(self.target.format(record) + "\n")
-        if record is None:
-            return
-        try:
-            self.target.stream.write("".join(lines))
-            self.target.stream.flush()
-        except Exception:  # noqa: BLE001 - as StreamHandler.emit: report, keep logging
-            self.handleError(record)
-
-    def close(self) -> None:
-        """Stop the flushing thread and write what is left."""
-        self._stopping.set()
-        self._flusher.join()
-        self.flush()
-        super().close()
-
-    def _flush_periodically(self) -> None:
-        """Write the waiting lines every FLUSH_INTERVAL seconds until closed."""
-        while not self._stopping.wait(self.FLUSH_INTERVAL):
-            self.flush()
-
-
-def buffer_access_log() -> AccessLogBuffer:
-    """Route the access log through an AccessLogBuffer in front of its stdout handler.
-
-    Records skip what no format here uses, which was half the cost of logging a line: the
-    thread and multiprocessing names and the caller lookup (the Logging HOWTO's Optimization).
-    """
-    logging.logThreads = False
-    logging.logMultiprocessing = False
-    logging._srcfile = None
-    logger = logging.getLogger("service.access")
-    (stdout,) = logger.handlers  # logconfig_dict's one handler
-    logger.removeHandler(stdout)
-    buffered = AccessLogBuffer(stdout)
-    logger.addHandler(buffered)
-    return buffered
 
 
 def child_exit(server: Arbiter, worker: Worker) -> None:

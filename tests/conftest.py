@@ -40,6 +40,7 @@ def app(tiny_model_dir: Path):
     assert app.extensions["versions"].wait_ready(60), app.extensions["versions"].error
     yield app
     app.extensions["versions"].stop()  # end its rescans of the model folder
+    app.extensions["metric_buffer"].close()  # and its thread writing metrics
 
 
 @pytest.fixture

@@ -1,27 +1,25 @@
-"""The worker's access-log buffer (service/gunicorn.conf.py): every line written, once, soon."""
+"""The worker's access-log buffer (service/observability/buffers.py): every line written, once,
+soon."""
 
 from __future__ import annotations
 
 import io
 import logging
-import runpy
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-CONF = Path(__file__).resolve().parent.parent / "service" / "gunicorn.conf.py"
+from service.observability.buffers import AccessLogBuffer
 
 
 @pytest.fixture
 def buffered():
     """An AccessLogBuffer in front of a handler writing to a string, on a logger of its own."""
-    conf = runpy.run_path(str(CONF))
     stream = io.StringIO()
     target = logging.StreamHandler(stream)
     target.setFormatter(logging.Formatter("%(message)s"))
-    handler = conf["AccessLogBuffer"](target)
+    handler = AccessLogBuffer(target)
     logger = logging.getLogger("test.access-buffer")
     logger.propagate, logger.handlers = False, [handler]
     logger.setLevel(logging.INFO)

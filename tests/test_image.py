@@ -23,7 +23,7 @@ from harness import SHIPPED_MODEL_DIR
 from harness.images import catalogue_photo, encode, garment
 from harness.server import free_port
 from service.inference.model import list_versions, load_version
-from service.observability.metrics import FLUSH_INTERVAL
+from service.observability.buffers import FLUSH_INTERVAL
 from tests import container
 from tests.podman import BASE_IMAGE, IMAGE, Container, Podman, api_compose_file, cache_dir
 from tests.skips import require_program

@@ -12,11 +12,14 @@ import re
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import pytest
 import requests
 import yaml
+from flask import Flask
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -24,7 +27,8 @@ from harness import ROOT
 from harness.images import encode, garment
 from harness.server import LiveServer
 from service.observability import metrics
-from service.observability.instrumentation import HANDLING, METHOD_LABELS
+from service.observability.buffers import FLUSH_INTERVAL, MetricBuffer
+from service.observability.instrumentation import METHOD_LABELS
 from tests.prometheus import SHIPPED_CONFIG, SHIPPED_TARGET
 from tests.skips import require_program
 
@@ -38,11 +42,17 @@ MONOTONIC_SUFFIXES = ("_total", "_bucket", "_count", "_sum")
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
-def sample(name: str, /, **labels: str) -> float:
+def sample_of(app: Flask, name: str, /, **labels: str) -> float:
     """Read one sample of this process's registry (0 before its first observation), once the
-    queued metric updates are written."""
-    metrics.BUFFER.flush()
+    app's queued metric updates are written."""
+    app.extensions["metric_buffer"].flush()
     return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+@pytest.fixture
+def sample(app: Flask) -> Callable[..., float]:
+    """sample_of the test's app."""
+    return partial(sample_of, app)
 
 
 def multipart(*images: bytes) -> dict:
@@ -53,7 +63,7 @@ def multipart(*images: bytes) -> dict:
 # In-process: a fresh app per test, metrics read back from prometheus_client's registry.
 
 
-def test_a_prediction_updates_every_metric_on_its_path(client):
+def test_a_prediction_updates_every_metric_on_its_path(client, sample):
     watched = {
         "requests": (REQUESTS_TOTAL, {"endpoint": "/predict", "method": "POST", "status": "200"}),
         "latency": ("fmnist_http_request_duration_seconds_count", {"endpoint": "/predict"}),
@@ -101,7 +111,7 @@ def test_a_prediction_updates_every_metric_on_its_path(client):
         assert observed == sum(p["confidence"] <= bound for p in predictions), bound
 
 
-def test_pixel_arrays_are_preprocessed_without_decoding(client):
+def test_pixel_arrays_are_preprocessed_without_decoding(client, sample):
     decode = sample("fmnist_image_decode_duration_seconds_count")
     preprocess = sample("fmnist_preprocess_duration_seconds_count")
     instances = [garment(1).tolist(), garment(2).tolist()]
@@ -133,7 +143,7 @@ def test_pixel_arrays_are_preprocessed_without_decoding(client):
     ],
 )
 def test_errors_are_counted_by_code_and_labels_stay_bounded(
-    client, method, path, content_type, status, code, endpoint, method_label
+    client, sample, method, path, content_type, status, code, endpoint, method_label
 ):
     labels = {"endpoint": endpoint, "method": method_label, "status": str(status)}
     requests_before = sample(REQUESTS_TOTAL, **labels)
@@ -151,17 +161,19 @@ def test_errors_are_counted_by_code_and_labels_stay_bounded(
     assert methods <= METHOD_LABELS | {"other"}
 
 
-def test_in_flight_counts_the_request_being_handled(app):
+def test_in_flight_counts_the_request_being_handled(app, sample):
+    handling = app.extensions["instrumentation"].requests_in_process
+
     @app.get("/in-flight-probe")
     def in_flight_probe() -> dict[str, float]:
-        return {"in_flight": sample("fmnist_http_requests_in_flight"), "handling": HANDLING()}
+        return {"in_flight": sample("fmnist_http_requests_in_flight"), "handling": handling()}
 
-    before, handled = sample("fmnist_http_requests_in_flight"), HANDLING()
+    before, handled = sample("fmnist_http_requests_in_flight"), handling()
     answer = app.test_client().get("/in-flight-probe").json
     assert answer == {"in_flight": before + 1, "handling": handled + 1}
-    assert sample("fmnist_http_requests_in_flight") == before and HANDLING() == handled
+    assert sample("fmnist_http_requests_in_flight") == before and handling() == handled
     # The count the batcher stops gathering by.
-    assert app.extensions["versions"].batching.requests_in_worker is HANDLING
+    assert app.extensions["versions"].batching.requests_in_worker is handling
 
 
 def test_the_buffer_writes_what_observing_and_counting_one_by_one_would():
@@ -172,7 +184,7 @@ def test_the_buffer_writes_what_observing_and_counting_one_by_one_would():
     counter = Counter("counted", "through the buffer", ["k"], registry=registry)
     gauge = Gauge("level", "through the buffer", registry=registry)
     values = [0.0, 0.1, 0.1000001, 0.5, 0.7, 1.0, 2.5, 2.6, 1e9, -3.0] * 3
-    buffer = metrics.MetricBuffer()
+    buffer = MetricBuffer()
     for index, value in enumerate(values):
         label = ("even", "odd")[index % 2]
         direct.labels(label).observe(value)
@@ -203,8 +215,8 @@ def test_a_model_load_sets_the_load_time_and_the_model_info(tiny_model_dir):
     app = create_app({"model_dir": tiny_model_dir, "model_name": "garments"})
     predictor = app.extensions["versions"]
     assert predictor.wait_ready(60), predictor.error
-    assert sample("fmnist_model_info", name="garments", version="1") == 1
-    assert sample("fmnist_model_load_duration_seconds") == predictor.model.load_seconds > 0
+    assert sample_of(app, "fmnist_model_info", name="garments", version="1") == 1
+    assert sample_of(app, "fmnist_model_load_duration_seconds") == predictor.model.load_seconds > 0
 
 
 def test_bin_serve_empties_the_metrics_directory_of_metric_files_only(tmp_path):
@@ -223,7 +235,7 @@ def test_bin_serve_empties_the_metrics_directory_of_metric_files_only(tmp_path):
 def scrape(server) -> Samples:
     """Read the server's metrics port into {(sample name, labels): value}, once every worker
     has written the updates of the requests answered so far (every FLUSH_INTERVAL)."""
-    time.sleep(5 * metrics.FLUSH_INTERVAL)
+    time.sleep(5 * FLUSH_INTERVAL)
     response = requests.get(server.metrics_url, timeout=10)
     assert response.status_code == 200
     return {

@@ -15,6 +15,7 @@ from service.errors import DeadlineExceeded, Overloaded
 from service.observability import metrics
 
 if TYPE_CHECKING:
+    from service.observability.buffers import MetricBuffer
     from service.settings import Settings
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
@@ -78,8 +79,11 @@ class BatchingPredictor:
     that waits past its deadline leaves the queue with 503 deadline_exceeded.
     """
 
-    def __init__(self, predict: PredictFn, config: BatchingConfig) -> None:
+    def __init__(
+        self, predict: PredictFn, config: BatchingConfig, metric_buffer: MetricBuffer | None = None
+    ) -> None:
         self._predict = predict
+        self._metric_buffer = metric_buffer  # times the wait in the queue; None: not recorded
         self.max_batch = config.max_batch
         self.max_wait = config.max_wait
         self.max_queue = config.max_queue
@@ -206,8 +210,11 @@ class BatchingPredictor:
     def _run(self, batch: list[_Item]) -> None:
         """Call the model once for the batch and hand each item its rows (or its error)."""
         started = time.perf_counter()
-        for item in batch:
-            metrics.observe(metrics.BATCH_QUEUE_SECONDS, started - item.queued_at)
+        if self._metric_buffer is not None:
+            for item in batch:
+                self._metric_buffer.observe(
+                    metrics.BATCH_QUEUE_SECONDS, (), started - item.queued_at
+                )
         try:
             self._run_batch(batch)
         except BaseException as error:

@@ -24,6 +24,7 @@ from service.inference.model import LoadedModel
 from service.inference.versions import ModelVersions
 from service.io.deadline import Deadline
 from service.observability import metrics
+from service.observability.buffers import MetricBuffer
 from service.settings import Settings
 
 
@@ -47,6 +48,7 @@ class Received:
     deadline: Deadline
     settings: Settings
     model: LoadedModel | None  # None for /preprocess, which runs no model
+    metric_buffer: MetricBuffer  # where reading it is timed (decoding, preprocessing)
 
 
 @dataclass(frozen=True)
@@ -62,9 +64,12 @@ class Inference(Generic[Parsed]):
 class DataPlane:
     """What every model route does, whatever its protocol; registered once per app."""
 
-    def __init__(self, settings: Settings, versions: ModelVersions) -> None:
+    def __init__(
+        self, settings: Settings, versions: ModelVersions, metric_buffer: MetricBuffer
+    ) -> None:
         self.settings = settings
         self.versions = versions
+        self.metric_buffer = metric_buffer
 
     def infer(
         self,
@@ -100,7 +105,7 @@ class DataPlane:
         """Start the request's deadline and read its whole body under it."""
         deadline = Deadline(self.settings.request_timeout)
         receive_body(request, deadline)
-        return Received(request, deadline, self.settings, model)
+        return Received(request, deadline, self.settings, model, self.metric_buffer)
 
     def predict(self, model: LoadedModel, images: np.ndarray, deadline: Deadline) -> np.ndarray:
         """Run a uint8 batch (N, 28, 28) on `model` within the deadline; count its predictions."""
@@ -111,9 +116,10 @@ class DataPlane:
         else:
             # Waiting in the queue counts against the same deadline (503 deadline_exceeded).
             probabilities = batcher.predict(images, max(deadline.remaining(), 0.0))
+        buffer = self.metric_buffer
         for row in probabilities:
-            metrics.add(metrics.PREDICTIONS, 1, model.class_names[int(row.argmax())])
-            metrics.observe(metrics.CONFIDENCE, float(row.max()))
+            buffer.add(metrics.PREDICTIONS, (model.class_names[int(row.argmax())],), 1)
+            buffer.observe(metrics.CONFIDENCE, (), float(row.max()))
         return probabilities
 
 

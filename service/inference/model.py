@@ -21,6 +21,7 @@ from service.settings import DEFAULT_RUNTIME
 
 if TYPE_CHECKING:
     from service.inference.batching import BatchingPredictor
+    from service.observability.buffers import MetricBuffer
 
 SIZE = 28
 VERSION_FOLDER = re.compile(r"[0-9]+")  # ASCII digits only: str.isdigit() also takes "²"
@@ -35,6 +36,8 @@ class LoadedModel:
     metadata: dict[str, Any]
     runtime: Runtime
     load_seconds: float
+    metric_buffer: MetricBuffer | None = None
+    """Where its model calls are timed and counted (the app's); None: not recorded."""
     batcher: BatchingPredictor | None = field(default=None, init=False)
     """This version's batching queue, set when it is served with batching on."""
 
@@ -69,15 +72,17 @@ class LoadedModel:
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Return (N, 10) float32 probabilities for uint8 images (N, 28, 28): one model call."""
-        return run_timed(self.runtime, images)
+        return run_timed(self.runtime, self.metric_buffer, images)
 
     def warm_up(self) -> None:
         """Run one inference, so the first request pays no start-up cost of the runtime."""
         self.predict(np.zeros((1, SIZE, SIZE), dtype=np.uint8))
 
 
-def run_timed(runtime: Runtime, images: np.ndarray) -> np.ndarray:
-    """Call the runtime once, recording the call's duration and batch size.
+def run_timed(
+    runtime: Runtime, metric_buffer: MetricBuffer | None, images: np.ndarray
+) -> np.ndarray:
+    """Call the runtime once, recording the call's duration and batch size in `metric_buffer`.
 
     A function of the runtime, not a method of the version: a batcher holding it keeps no
     reference back to the version, so a retired version is freed as soon as its last request
@@ -85,8 +90,9 @@ def run_timed(runtime: Runtime, images: np.ndarray) -> np.ndarray:
     """
     started = time.perf_counter()
     probabilities = runtime(images)
-    metrics.observe(metrics.INFERENCE_LATENCY, time.perf_counter() - started)
-    metrics.observe(metrics.BATCH_SIZE, len(images))
+    if metric_buffer is not None:
+        metric_buffer.observe(metrics.INFERENCE_LATENCY, (), time.perf_counter() - started)
+        metric_buffer.observe(metrics.BATCH_SIZE, (), len(images))
     return probabilities
 
 
@@ -107,14 +113,20 @@ def list_versions(model_dir: Path) -> list[int]:
 
 
 def load_folder(
-    path: Path, version: int, runtime: str = DEFAULT_RUNTIME, threads: int = 1
+    path: Path,
+    version: int,
+    runtime: str = DEFAULT_RUNTIME,
+    threads: int = 1,
+    metric_buffer: MetricBuffer | None = None,
 ) -> LoadedModel:
-    """Load one version folder's metadata and its serving signature into `runtime`."""
+    """Load one version folder's metadata and its serving signature into `runtime`; its model
+    calls are recorded in `metric_buffer`."""
     started = time.perf_counter()
     metadata = json.loads((path / "metadata.json").read_text())
     names = (metadata["signature_name"], metadata["input"]["name"], metadata["output"]["name"])
     loaded = load_runtime(runtime, path, *names, threads)
-    return LoadedModel(version, path, metadata, loaded, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return LoadedModel(version, path, metadata, loaded, seconds, metric_buffer)
 
 
 def load_version(

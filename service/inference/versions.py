@@ -19,7 +19,7 @@ import weakref
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from service.errors import ModelNotReady, ModelVersionNotFound
 from service.inference.batching import BatchingConfig, BatchingPredictor
@@ -32,6 +32,9 @@ from service.inference.model import (
 )
 from service.observability import metrics
 from service.settings import DEFAULT_RUNTIME
+
+if TYPE_CHECKING:
+    from service.observability.buffers import MetricBuffer
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +103,7 @@ class ModelVersions:
         runtime: str = DEFAULT_RUNTIME,
         tf_threads: int = 1,
         batching: BatchingConfig | None = None,
+        metric_buffer: MetricBuffer | None = None,
     ) -> None:
         self.model_dir = model_dir
         self.name = name
@@ -109,6 +113,7 @@ class ModelVersions:
         self.runtime = runtime
         self.tf_threads = tf_threads
         self.batching = batching
+        self.metric_buffer = metric_buffer  # handed to each version and its batcher
         self.error: str | None = None
         self.failures: dict[int, VersionFailure] = {}
         self._served: dict[int, LoadedModel] = {}
@@ -166,7 +171,7 @@ class ModelVersions:
         if failure is not None and failure.fingerprint == now:
             return None  # unchanged since it failed: do not retry every poll
         try:
-            model = load_folder(path, version, self.runtime, self.tf_threads)
+            model = load_folder(path, version, self.runtime, self.tf_threads, self.metric_buffer)
             if self.warmup:
                 model.warm_up()
         except Exception as error:  # a broken version must not stop serving
@@ -177,7 +182,8 @@ class ModelVersions:
         self.failures = {v: f for v, f in self.failures.items() if v != version}
         if self.batching is not None:
             # The runtime, not the version: the queue keeps no reference back to the version.
-            model.batcher = BatchingPredictor(partial(run_timed, model.runtime), self.batching)
+            predict = partial(run_timed, model.runtime, self.metric_buffer)
+            model.batcher = BatchingPredictor(predict, self.batching, self.metric_buffer)
         weakref.finalize(model, log.info, "model version %d unloaded", version)
         log.info("model version %d loaded in %.2fs", version, model.load_seconds)
         return model

@@ -11,6 +11,7 @@ from flask import Flask, Request, Response, g, request
 
 from service.io.jsonio import dump
 from service.observability import metrics
+from service.observability.buffers import MetricBuffer
 
 access_log = logging.getLogger("service.access")
 
@@ -45,9 +46,6 @@ class RequestsInProcess:
             self._count -= 1
 
 
-HANDLING = RequestsInProcess()
-
-
 def endpoint_label(req: Request) -> str:
     """Label requests by route pattern, never by raw path, to bound label cardinality."""
     return req.url_rule.rule if req.url_rule is not None else "unmatched"
@@ -58,61 +56,72 @@ def method_label(req: Request) -> str:
     return req.method if req.method in METHOD_LABELS else "other"
 
 
-def init_app(app: Flask) -> None:
-    """Register the hooks that time, count and log each request; start writing metrics."""
-    metrics.BUFFER.start()
-    app.extensions["metric_buffer"] = metrics.BUFFER
-    app.before_request(_start)
-    app.after_request(_finish)
-    app.teardown_request(_leave)
+class Instrumentation:
+    """Time, count and log each request of one app; registered once by create_app.
 
+    It holds the app's MetricBuffer, which the app's other parts are handed too, and its count
+    of the requests in process, which the batcher asks.
+    """
 
-def _start() -> None:
-    """Note the start time and request id; count the request as in flight."""
-    g.started = time.perf_counter()
-    g.request_id = request.environ.get("HTTP_X_REQUEST_ID") or secrets.token_hex(16)
-    g.in_flight = True
-    HANDLING.enter()
-    metrics.add(metrics.IN_FLIGHT, 1)
+    def __init__(self, metric_buffer: MetricBuffer) -> None:
+        self.metric_buffer = metric_buffer
+        self.requests_in_process = RequestsInProcess()
 
+    def init_app(self, app: Flask) -> None:
+        """Register the hooks around each request; start writing the app's metrics."""
+        app.extensions["instrumentation"] = self
+        app.extensions["metric_buffer"] = self.metric_buffer
+        self.metric_buffer.start()
+        app.before_request(self._start)
+        app.after_request(self._finish)
+        app.teardown_request(self._leave)
 
-def _finish(response: Response) -> Response:
-    """Count and time the answered request, and write its access-log line."""
-    # The proxies resolved once: each lookup through them costs about a microsecond.
-    req, state = request._get_current_object(), g._get_current_object()  # type: ignore[attr-defined]
-    # g.get, not getattr: g raises AttributeError for each missing name, which costs.
-    seconds = time.perf_counter() - state.get("started", time.perf_counter())
-    endpoint = endpoint_label(req)
-    metrics.add(metrics.REQUESTS, 1, endpoint, method_label(req), str(response.status_code))
-    metrics.observe(metrics.REQUEST_LATENCY, seconds, endpoint)
-    code = state.get("error_code")
-    if code:
-        metrics.add(metrics.ERRORS, 1, code)
-    request_id = state.get("request_id", "")
-    response.headers["X-Request-ID"] = request_id
-    if access_log.isEnabledFor(logging.INFO):  # the line is built only to be written
-        access_log.info(
-            dump(
-                {
-                    "request_id": request_id or None,
-                    "remote_addr": req.remote_addr,
-                    "method": req.method,
-                    "path": req.path,
-                    "endpoint": endpoint,
-                    "status": response.status_code,
-                    "duration_ms": round(seconds * 1000, 3),
-                    "request_bytes": req.content_length,
-                    "response_bytes": response.calculate_content_length(),
-                    "images": state.get("images"),
-                    "error_code": code,
-                }
-            ).decode()
-        )
-    return response
+    def _start(self) -> None:
+        """Note the start time and request id; count the request as in flight."""
+        g.started = time.perf_counter()
+        g.request_id = request.environ.get("HTTP_X_REQUEST_ID") or secrets.token_hex(16)
+        g.in_flight = True
+        self.requests_in_process.enter()
+        self.metric_buffer.add(metrics.IN_FLIGHT, (), 1)
 
+    def _finish(self, response: Response) -> Response:
+        """Count and time the answered request, and write its access-log line."""
+        # The proxies resolved once: each lookup through them costs about a microsecond.
+        req, state = request._get_current_object(), g._get_current_object()  # type: ignore[attr-defined]
+        # g.get, not getattr: g raises AttributeError for each missing name, which costs.
+        seconds = time.perf_counter() - state.get("started", time.perf_counter())
+        endpoint = endpoint_label(req)
+        status = str(response.status_code)
+        buffer = self.metric_buffer
+        buffer.add(metrics.REQUESTS, (endpoint, method_label(req), status), 1)
+        buffer.observe(metrics.REQUEST_LATENCY, (endpoint,), seconds)
+        code = state.get("error_code")
+        if code:
+            buffer.add(metrics.ERRORS, (code,), 1)
+        request_id = state.get("request_id", "")
+        response.headers["X-Request-ID"] = request_id
+        if access_log.isEnabledFor(logging.INFO):  # the line is built only to be written
+            access_log.info(
+                dump(
+                    {
+                        "request_id": request_id or None,
+                        "remote_addr": req.remote_addr,
+                        "method": req.method,
+                        "path": req.path,
+                        "endpoint": endpoint,
+                        "status": response.status_code,
+                        "duration_ms": round(seconds * 1000, 3),
+                        "request_bytes": req.content_length,
+                        "response_bytes": response.calculate_content_length(),
+                        "images": state.get("images"),
+                        "error_code": code,
+                    }
+                ).decode()
+            )
+        return response
 
-def _leave(error: BaseException | None) -> None:
-    """Leave the in-flight gauge, whatever happened."""
-    if g.pop("in_flight", False):
-        HANDLING.leave()
-        metrics.add(metrics.IN_FLIGHT, -1)
+    def _leave(self, error: BaseException | None) -> None:
+        """Leave the in-flight gauge, whatever happened."""
+        if g.pop("in_flight", False):
+            self.requests_in_process.leave()
+            self.metric_buffer.add(metrics.IN_FLIGHT, (), -1)

@@ -1,28 +1,18 @@
-"""Every Prometheus metric of the service, declared once, and the buffer requests write them
-through.
+"""Every Prometheus metric of the service, declared once.
 
 Under gunicorn the metrics are shared through prometheus_client's multiprocess mode: bin/serve
 sets PROMETHEUS_MULTIPROC_DIR (and empties it) before any worker starts, and the gunicorn
 master serves the merged view on its own port (see gunicorn.conf.py). docs/metrics.md
 describes each metric.
 
-A request does not write its metrics itself: `add` and `observe` queue each update in the
-worker's MetricBuffer, which one thread writes out every FLUSH_INTERVAL seconds, all the
-updates of one series in one write.
+A request does not write its metrics itself: it queues each update in its app's MetricBuffer
+(service/observability/buffers.py), which one thread writes out every FLUSH_INTERVAL seconds,
+all the updates of one series in one write.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
-import time
-from bisect import bisect_left
-from collections import Counter as Tally
-from collections import deque
-
 from prometheus_client import Counter, Gauge, Histogram
-
-log = logging.getLogger(__name__)
 
 NAMESPACE = "fmnist"
 # From a health check to a request that reaches its deadline (FMNIST_REQUEST_TIMEOUT, 30 s by
@@ -117,125 +107,3 @@ MODEL_INFO = Gauge(
     namespace=NAMESPACE,
     multiprocess_mode="livemax",
 )
-
-FLUSH_INTERVAL = 0.1  # seconds a scrape may lag behind the requests it counts
-Series = tuple[Counter | Gauge | Histogram, tuple[str, ...]]  # a metric and its label values
-
-
-class MetricBuffer:
-    """Metric updates queued by request threads and written by one thread of its own every
-    FLUSH_INTERVAL seconds, and at close.
-
-    As for the access log (gunicorn.conf.py's AccessLogBuffer), a request thread only appends
-    to a queue: it takes no lock and makes no system call. prometheus_client's multiprocess
-    values take one lock per process and check the process id on every write, and its
-    histograms walk their buckets in Python: a single-image /predict made 18 such writes
-    (docs/request-path.md measures both ways). The flush adds up each series' updates and
-    writes each changed value once: a counter's increments as one increment, a histogram's
-    observations as one increment per bucket they fall in, and one of its sum.
-    """
-
-    def __init__(self, interval: float = FLUSH_INTERVAL) -> None:
-        self.interval = interval
-        self._increments: deque[tuple[Series, float]] = deque()
-        self._observations: deque[tuple[Series, float]] = deque()
-        # A request's whole cost per update: one append of ((metric, labels), amount).
-        self.queue_increment = self._increments.append
-        self.queue_observation = self._observations.append
-        self._flushing = threading.Lock()  # the flushing thread, and a flush at close
-        self._stopping = threading.Event()
-        self._flusher: threading.Thread | None = None
-
-    def add(self, metric: Counter | Gauge, labels: tuple[str, ...], amount: float) -> None:
-        """Queue an increment of a counter or gauge (negative: a gauge's decrement)."""
-        self.queue_increment(((metric, labels), amount))
-
-    def observe(self, histogram: Histogram, labels: tuple[str, ...], value: float) -> None:
-        """Queue one observation of a histogram."""
-        self.queue_observation(((histogram, labels), value))
-
-    def start(self) -> None:
-        """Start the flushing thread in this process, once."""
-        if self._flusher is None or not self._flusher.is_alive():
-            self._stopping.clear()
-            self._flusher = threading.Thread(target=self._flush_periodically, daemon=True)
-            self._flusher.start()
-
-    def close(self) -> None:
-        """Stop the flushing thread and write what is queued."""
-        self._stopping.set()
-        if self._flusher is not None:
-            self._flusher.join()
-        self.flush()
-
-    def flush(self) -> None:
-        """Write every update queued so far, each series' updates added up into one write."""
-        with self._flushing:  # the only consumer: popleft cannot find the queue emptier
-            increments: dict[tuple, float] = {}
-            pop = self._increments.popleft
-            for _ in range(len(self._increments)):  # what later requests add waits its turn
-                series, amount = pop()
-                increments[series] = increments.get(series, 0.0) + amount
-            observations: dict[tuple, list[float]] = {}
-            pop = self._observations.popleft
-            for _ in range(len(self._observations)):
-                series, value = pop()
-                values = observations.get(series)
-                if values is None:
-                    observations[series] = [value]
-                else:
-                    values.append(value)
-            for (metric, labels), amount in increments.items():
-                (metric.labels(*labels) if labels else metric).inc(amount)
-            for (histogram, labels), values in observations.items():
-                _observe_all(histogram.labels(*labels) if labels else histogram, values)
-
-    def _flush_periodically(self) -> None:
-        """Write the queued updates every `interval` seconds until closed."""
-        while not self._stopping.wait(self.interval):
-            try:
-                self.flush()
-            except Exception:  # noqa: BLE001 - keep flushing; the failed batch is lost
-                log.exception("writing the queued metric updates failed")
-
-
-def _observe_all(histogram: Histogram, values: list[float]) -> None:
-    """What observe() does for each value, with each bucket and the sum written once.
-
-    observe() adds a value to the sum and one to the first bucket whose upper bound is at
-    least the value (buckets are stored uncumulated and added up when scraped);
-    tests/test_metrics.py checks that this matches observe() value by value.
-    """
-    bounds = histogram._upper_bounds
-    for index, count in Tally(bisect_left(bounds, value) for value in values).items():
-        histogram._buckets[index].inc(count)
-    histogram._sum.inc(sum(values))
-
-
-BUFFER = MetricBuffer()
-
-
-def add(metric: Counter | Gauge, amount: float = 1.0, *labels: str) -> None:
-    """Queue an increment of a counter or gauge (a negative one: a gauge's decrement)."""
-    BUFFER.queue_increment(((metric, labels), amount))
-
-
-def observe(histogram: Histogram, value: float, *labels: str) -> None:
-    """Queue one observation of a histogram."""
-    BUFFER.queue_observation(((histogram, labels), value))
-
-
-class Timed:
-    """Observe the seconds a `with` block takes, through the buffer, even when it raises."""
-
-    __slots__ = ("histogram", "started")
-
-    def __init__(self, histogram: Histogram) -> None:
-        self.histogram = histogram
-        self.started = 0.0
-
-    def __enter__(self) -> None:
-        self.started = time.perf_counter()
-
-    def __exit__(self, *exc_info: object) -> None:
-        observe(self.histogram, time.perf_counter() - self.started)
