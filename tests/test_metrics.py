@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +28,7 @@ from harness import ROOT
 from harness.images import encode, garment
 from harness.server import LiveServer
 from service.observability import metrics
-from service.observability.buffers import FLUSH_INTERVAL, MetricBuffer
+from service.observability.buffers import FLUSH_INTERVAL, Flusher, MetricBuffer
 from service.observability.instrumentation import METHOD_LABELS
 from tests.prometheus import SHIPPED_CONFIG, SHIPPED_TARGET
 from tests.skips import require_program
@@ -207,6 +208,51 @@ def test_the_buffer_writes_what_observing_and_counting_one_by_one_would():
     assert len(histogram("direct")) == 2 * (len(bounds) + 1 + 2)  # buckets, +Inf, count, sum
     assert registry.get_sample_value("counted_total", {"k": "odd"}) == len(values)
     assert registry.get_sample_value("level") == len(values) - 2 * (len(values) // 3)
+
+
+def test_the_flushing_thread_goes_on_after_a_failed_write_and_flushes_at_close(caplog):
+    calls = []
+
+    def flush() -> None:
+        calls.append(len(calls))
+        if len(calls) == 1:
+            raise OSError("no space left on device")
+
+    flusher = Flusher(flush, "test updates", interval=0.01)
+    flusher.start()
+    deadline = time.monotonic() + 5
+    while len(calls) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(calls) >= 2  # flushed again after the failure
+    assert "writing the queued test updates failed" in caplog.text
+    flusher.close()
+    assert "flush test updates" not in {thread.name for thread in threading.enumerate()}
+    flushed = len(calls)
+    flusher.close()  # again, as logging.shutdown may after worker_exit: one flush, no thread
+    assert len(calls) == flushed + 1
+
+
+def test_each_app_has_its_own_buffer_and_count_of_requests(app, tiny_model_dir):
+    from service import create_app
+
+    other = create_app({"model_dir": tiny_model_dir})
+    apps = (("app", app), ("other", other))
+    queued: dict[str, list] = {"app": [], "other": []}
+    for name, each in apps:
+        buffer = each.extensions["metric_buffer"]
+        buffer.queue_increment = buffer.queue_observation = queued[name].append
+    counts = {name: a.extensions["instrumentation"].requests_in_process for name, a in apps}
+
+    @app.get("/count-probe")
+    def count_probe() -> dict[str, int]:
+        return {name: count() for name, count in counts.items()}
+
+    try:
+        assert app.test_client().get("/count-probe").json == {"app": 1, "other": 0}
+        assert queued["app"] and not queued["other"]
+    finally:
+        other.extensions["versions"].stop()
+        other.extensions["metric_buffer"].close()
 
 
 def test_a_model_load_sets_the_load_time_and_the_model_info(tiny_model_dir):
