@@ -5,12 +5,14 @@ from __future__ import annotations
 import base64
 import io
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from harness.images import catalogue_photo, encode, garment
+from service.io.images import decode_image
 
 CLASS_COUNT = 10
 
@@ -248,6 +250,39 @@ def test_body_over_the_limit_is_413(tiny_model_dir):
     app.extensions["versions"].wait_ready(60)
     response = app.test_client().post("/predict", data=b"x" * 5000, content_type="image/png")
     assert response.status_code == 413 and response.json["code"] == "body_too_large"
+
+
+def test_a_request_over_the_time_limit_gets_a_clean_503(tiny_model_dir, monkeypatch):
+    from service import create_app
+    from service.io import deadline, uploads
+
+    # A clock the test moves: each image decoded brings the request a second nearer its
+    # 5-second limit, as a full batch of large photos would on a slow enough machine.
+    clock = [0.0]
+    monkeypatch.setattr(deadline, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    decoded = []
+
+    def decode_in_a_second(data: bytes, *limits: float) -> Image.Image:
+        decoded.append(len(data))
+        clock[0] += 1.0
+        return decode_image(data, *limits)
+
+    monkeypatch.setattr(uploads, "decode_image", decode_in_a_second)
+    app = create_app({"model_dir": tiny_model_dir, "request_timeout": 5})
+    try:
+        assert app.extensions["versions"].wait_ready(60)
+        client = app.test_client()
+        response = client.post("/predict", data=multipart(*[encode(garment())] * 64))
+        assert response.status_code == 503, response.get_data(as_text=True)[:300]
+        assert response.json["code"] == "deadline_exceeded"
+        assert response.headers["Retry-After"] == "1"
+        assert len(decoded) == 5  # it stopped at the deadline, checked between images
+        raw = client.post("/predict", data=encode(garment()), content_type="image/png")
+        assert raw.status_code == 200  # the next request has a limit of its own
+    finally:
+        app.extensions["versions"].stop()
+        if "metric_buffer" in app.extensions:
+            app.extensions["metric_buffer"].close()
 
 
 def test_unknown_routes_and_wrong_methods_answer_json(client):
