@@ -15,7 +15,7 @@ JSON_PATHS_ARGS := $(if $(BENCH_BASELINE),--baseline $(BENCH_BASELINE))
 LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --quiet \
 	--custom-compile-command "make lock"
 
-.PHONY: install lock serve train test lint fmt bench bench-json bench-mirror bench-runtimes \
+.PHONY: install lock serve train test test-fast lint fmt bench bench-json bench-mirror bench-runtimes \
 	bench-path bench-slow bench-decode profile soak clean
 
 install: $(VENV)/.installed
@@ -42,6 +42,11 @@ train: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# Unit and in-process HTTP tests (Flask's test client) only: no test that starts another program
+# or trains a model beyond the session's tiny one (the `integration` mark, tests/conftest.py).
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow and not container and not dataset and not integration"
 
 # Load benchmark (needs wrk: apt-get install wrk); writes docs/benchmarks.md, then the JSON
 # paths' docs/json-paths.md (bench-json, below).

@@ -12,6 +12,33 @@ from tests.idx import write_dataset
 from tests.prometheus import PrometheusServer
 from tests.skips import require_program
 
+# Fixtures that start another program (gunicorn, nginx, Prometheus, a browser, podman) or train
+# models of their own: every test that uses one, directly or through another fixture, is marked
+# `integration`, which `make test-fast` leaves out.
+INTEGRATION_FIXTURES = frozenset(
+    {
+        "live_server",
+        "fresh_live_server",
+        "prometheus",
+        "trained_versions",
+        "versions_server",
+        "fuzzed_server",
+        "make_server",
+        "deadline_server",
+        "stall_server",
+        "shipped_server",
+        "browser",
+        "podman",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests that use an INTEGRATION_FIXTURES fixture as `integration`."""
+    for item in items:
+        if INTEGRATION_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
 
 @pytest.fixture(scope="session")
 def tiny_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

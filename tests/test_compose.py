@@ -131,6 +131,7 @@ def test_prometheus_scrapes_the_api_service_on_its_metrics_port():
     assert f"api:{container.service_port_defaults()['metrics']}" in targets
 
 
+@pytest.mark.integration  # runs promtool
 def test_promtool_accepts_the_prometheus_configuration():
     prometheus_config()
     result = subprocess.run(

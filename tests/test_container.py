@@ -37,12 +37,14 @@ def hadolint(dockerfile: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.integration  # runs hadolint
 def test_hadolint_passes_on_the_dockerfile():
     result = hadolint(container.DOCKERFILE.read_text())
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout == ""
 
 
+@pytest.mark.integration  # runs hadolint
 def test_hadolint_flags_a_floating_base_image():
     # The linter really checks: the same rules reject an unpinned `latest` base.
     result = hadolint('FROM python:latest\nCMD ["bin/serve"]\n')
@@ -201,6 +203,7 @@ class NotReady(http.server.BaseHTTPRequestHandler):
         """Keep the test output quiet."""
 
 
+@pytest.mark.integration  # runs the HEALTHCHECK command
 def test_healthcheck_fails_while_the_model_is_loading():
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotReady)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -214,6 +217,7 @@ def test_healthcheck_fails_while_the_model_is_loading():
     assert b"503" in result.stderr
 
 
+@pytest.mark.integration  # runs the HEALTHCHECK command
 def test_healthcheck_fails_when_nothing_answers():
     result = run_healthcheck(free_port())
     assert result.returncode != 0

@@ -80,6 +80,7 @@ def test_every_query_names_a_metric_the_service_declares():
         assert used <= declared, f"{query} uses undeclared {used - declared}"
 
 
+@pytest.mark.integration  # runs promtool
 def test_every_query_parses_as_promql(tmp_path):
     # promtool parses each expression as a recording rule with Prometheus's own parser.
     rules = {

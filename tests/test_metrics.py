@@ -265,6 +265,7 @@ def test_a_model_load_sets_the_load_time_and_the_model_info(tiny_model_dir):
     assert sample_of(app, "fmnist_model_load_duration_seconds") == predictor.model.load_seconds > 0
 
 
+@pytest.mark.integration  # runs bin/serve
 def test_bin_serve_empties_the_metrics_directory_of_metric_files_only(tmp_path):
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
@@ -427,6 +428,7 @@ def test_promtool_finds_nothing_wrong_with_the_scraped_metrics(live_server):
     assert (check.returncode, check.stdout, check.stderr) == (0, "", "")
 
 
+@pytest.mark.integration  # runs promtool
 def test_the_shipped_prometheus_config_is_valid_and_scrapes_the_api_service():
     promtool = require_program("promtool")
     check = subprocess.run(

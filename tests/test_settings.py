@@ -93,6 +93,7 @@ def test_the_app_refuses_a_bad_setting_at_start(tmp_path):
         create_app({"model_dir": tmp_path, "max_batch": 0})
 
 
+@pytest.mark.integration  # runs a fresh Python
 def test_gunicorn_conf_reads_the_settings_without_loading_the_app():
     probe = (
         "import runpy, sys; conf = runpy.run_path('service/gunicorn.conf.py'); "
@@ -108,6 +109,7 @@ def test_gunicorn_conf_reads_the_settings_without_loading_the_app():
     assert run.stdout.splitlines() == ["7 3 ['0.0.0.0:8123']", "[]"]
 
 
+@pytest.mark.integration  # runs bin/serve
 @pytest.mark.parametrize(
     ("variable", "value"), [("FMNIST_REQUEST_TIMEOUT", "nan"), ("FMNIST_MAX_BATCH", "0")]
 )

@@ -208,6 +208,7 @@ def _corrupt(folder: Path, name: str, how: str) -> None:
         path.write_bytes(gzip.compress(header + raw[8:-1]))
 
 
+@pytest.mark.integration  # runs python -m training
 @pytest.mark.parametrize(
     ("name", "how", "message"),
     [
@@ -247,6 +248,7 @@ def test_wrong_image_dimensions_are_named(tmp_path):
         load_fashion_mnist(folder)
 
 
+@pytest.mark.integration  # runs python -m training
 def test_help_lists_every_option():
     result = run_cli("--help")
     assert result.returncode == 0
@@ -371,6 +373,7 @@ def test_mirror_averaging_weighs_the_mirror_image_by_how_unsure_the_network_is()
         np.testing.assert_allclose(model(one).numpy(), answers[index : index + 1], atol=1e-6)
 
 
+@pytest.mark.integration  # runs python -m training
 def test_a_mirror_ramp_must_rise():
     result = run_cli("--mirror-ramp", "0.9", "0.8")
     assert result.returncode == 2 and "0 < LOW < HIGH" in result.stderr
