@@ -201,7 +201,7 @@ def test_concurrent_uploads_share_model_calls_in_a_real_server(tmp_path):
 def concurrent_uploads_share_model_calls(live_server) -> None:
     """Post 96 uploads from 32 threads; assert some shared a call and each got its answer."""
     from harness.images import encode, garment
-    from tests.test_metrics import scrape, total
+    from tests.test_metrics import grown, scrape, total
 
     pixels = [garment(label) for label in range(10)]
     uploads = [encode(pixels[i % 10]) for i in range(96)]
@@ -219,7 +219,7 @@ def concurrent_uploads_share_model_calls(live_server) -> None:
 
     with ThreadPoolExecutor(32) as pool:
         results = list(pool.map(post, uploads))
-    after = scrape(live_server)
+    after = scrape(live_server, until=grown(before, "fmnist_batch_size_images_sum", 96))
     calls = total(after, "fmnist_batch_size_images_count") - total(
         before, "fmnist_batch_size_images_count"
     )

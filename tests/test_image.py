@@ -23,11 +23,11 @@ from harness import SHIPPED_MODEL_DIR
 from harness.images import catalogue_photo, encode, garment
 from harness.server import free_port
 from service.inference.model import list_versions, load_version
-from service.observability.buffers import FLUSH_INTERVAL
 from tests import container
 from tests.podman import BASE_IMAGE, IMAGE, Container, Podman, api_compose_file, cache_dir
 from tests.skips import require_program
 from tests.test_faults import read_response, start_request
+from tests.test_metrics import REQUESTS_TOTAL, scrape, total
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 
@@ -106,15 +106,9 @@ def test_predictions_equal_the_shipped_model_run_on_the_host(api):
 
 def test_metrics_are_on_their_own_port_only(api):
     predict(api, data=OTHER, headers={"Content-Type": "image/png"})
-    time.sleep(5 * FLUSH_INTERVAL)  # the worker writes its metric updates every FLUSH_INTERVAL
-    metrics = requests.get(api.metrics_url, timeout=10)
-    assert metrics.status_code == 200
-    counted = [
-        float(line.rsplit(" ", 1)[1])
-        for line in metrics.text.splitlines()
-        if line.startswith("fmnist_http_requests_total{") and 'endpoint="/predict"' in line
-    ]
-    assert sum(counted) >= 1
+    # Read until the worker has written its metric updates (every FLUSH_INTERVAL, or later).
+    counted = scrape(api, until=lambda samples: total(samples, REQUESTS_TOTAL) >= 1)
+    assert total(counted, REQUESTS_TOTAL, endpoint="/predict") >= 1
     assert requests.get(api.url + "/metrics", timeout=10).status_code == 404
 
 

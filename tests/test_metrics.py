@@ -279,10 +279,8 @@ def test_bin_serve_empties_the_metrics_directory_of_metric_files_only(tmp_path):
 # Over HTTP: a real gunicorn with two workers; the master serves the merged metrics.
 
 
-def scrape(server) -> Samples:
-    """Read the server's metrics port into {(sample name, labels): value}, once every worker
-    has written the updates of the requests answered so far (every FLUSH_INTERVAL)."""
-    time.sleep(5 * FLUSH_INTERVAL)
+def read_metrics(server) -> Samples:
+    """Read the server's metrics port into {(sample name, labels): value}."""
     response = requests.get(server.metrics_url, timeout=10)
     assert response.status_code == 200
     return {
@@ -290,6 +288,40 @@ def scrape(server) -> Samples:
         for family in text_string_to_metric_families(response.text)
         for s in family.samples
     }
+
+
+def scrape(server, until: Callable[[Samples], bool] | None = None, timeout: float = 30) -> Samples:
+    """Read the server's metrics once every worker has written the updates of the requests
+    answered so far: each writes them every FLUSH_INTERVAL, later on a busy machine.
+
+    With `until`, read until it holds (or `timeout` passes); without, until no request is in
+    flight and the request counts stay the same over several writes.
+    """
+    stop = time.monotonic() + timeout
+    last = None
+    while True:
+        samples = read_metrics(server)
+        if until is not None:
+            if until(samples) or time.monotonic() > stop:
+                return samples
+        else:
+            counted = (
+                total(samples, REQUESTS_TOTAL),
+                total(samples, "fmnist_http_requests_in_flight"),
+            )
+            if counted == last and counted[1] == 0 or time.monotonic() > stop:
+                return samples
+            last = counted
+        time.sleep(3 * FLUSH_INTERVAL)
+
+
+def grown(before: Samples, name: str, by: float) -> Callable[[Samples], bool]:
+    """Whether the samples named `name` have grown by at least `by` since `before`, and no
+    request is in flight."""
+    return lambda samples: (
+        total(samples, name) - total(before, name) >= by
+        and total(samples, "fmnist_http_requests_in_flight") == 0
+    )
 
 
 def total(samples: Samples, name: str, /, **labels: str) -> float:
@@ -358,7 +390,7 @@ def test_metrics_have_their_own_port_and_the_public_port_has_none(live_server):
 def test_n_requests_grow_the_scraped_counter_by_exactly_n(live_server):
     before = scrape(live_server)
     sent = send_traffic(live_server.url, 60)
-    after = scrape(live_server)
+    after = scrape(live_server, until=grown(before, REQUESTS_TOTAL, 60))
     assert sum(sent.values()) == 60 and ("/predict", "POST", "415") in sent
     assert_counted_exactly(before, after, sent)
     workers = set(live_server.worker_pids())
@@ -391,7 +423,7 @@ def test_a_killed_worker_is_replaced_and_no_counter_goes_backwards(fresh_live_se
     )
 
     sent = send_traffic(server.url, 30)
-    after = scrape(server)
+    after = scrape(server, until=grown(after_kill, REQUESTS_TOTAL, 30))
     assert_never_decreased(after_kill, after)
     assert_counted_exactly(after_kill, after, sent)
     assert total(after, "fmnist_http_requests_in_flight") == 0
