@@ -88,4 +88,5 @@ def to_images(values: np.ndarray, max_batch: int, integers: bool = False) -> np.
         raise InvalidTensor("Pixel values must be finite numbers from 0 to 255.")
     if integers and not np.array_equal(values, np.rint(values)):
         raise InvalidTensor("UINT8 tensor data must be whole numbers.")
-    return np.rint(values).astype(np.uint8).reshape(count, SIZE, SIZE)
+    pixels: np.ndarray = np.rint(values).astype(np.uint8)
+    return pixels.reshape(count, SIZE, SIZE)

@@ -112,11 +112,14 @@ def read_form(request: Request, max_images: int) -> Form:
 
 def _parts(parser: PushMultipartParser, body: bytes) -> list[tuple[MultipartSegment, bytes]]:
     """Every part of a whole multipart body with its bytes; text fields bounded in size."""
-    parts, part, chunks = [], None, []
+    parts: list[tuple[MultipartSegment, bytes]] = []
+    part: MultipartSegment | None = None
+    chunks: list[bytes] = []
     for event in parser.parse(body):
         if isinstance(event, MultipartSegment):
             part, chunks = event, []
         elif event is not None:
+            assert part is not None  # the parser sends a part's header before its data
             chunks.append(event)
             if part.filename is None and part.bytes_received > MAX_FORM_FIELD_BYTES:
                 raise BodyTooLarge(
@@ -161,7 +164,7 @@ def read_images(
 
 
 def _preprocess(
-    item: bytes | list, settings: Settings, invert: Invert, metric_buffer: MetricBuffer
+    item: bytes | list[Any], settings: Settings, invert: Invert, metric_buffer: MetricBuffer
 ) -> np.ndarray:
     """Turn image bytes or a pixel array into model input, timing decoding and the rest apart."""
     if isinstance(item, bytes):
@@ -199,7 +202,7 @@ def parse_json(body: bytes) -> Any:
         raise MalformedRequest(f"The body is not valid JSON: {error}") from None
 
 
-def _json_instances(body: bytes) -> list[bytes | list]:
+def _json_instances(body: bytes) -> list[bytes | list[Any]]:
     """Parse {"instances": [...]} into image bytes (b64, decoded) and pixel arrays."""
     request = read(PredictRequest, parse_json(body), PREDICT_REFUSALS)
     return [item.b64 if isinstance(item, Base64Image) else item for item in request.instances]
