@@ -191,7 +191,8 @@ Answer = type[ServiceError] | type[HTTPAnswer]
 
 def error_codes() -> list[str]:
     """Every stable code the service answers with: its errors' and Werkzeug's."""
-    found, pending = set(), [ServiceError, HTTPAnswer]
+    found: set[str] = set()
+    pending: list[type[ServiceError] | type[HTTPAnswer]] = [ServiceError, HTTPAnswer]
     while pending:
         cls = pending.pop()
         pending.extend(cls.__subclasses__())

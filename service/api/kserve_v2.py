@@ -44,7 +44,7 @@ SERVER_VERSION = "0.1.0"  # pyproject.toml's version (a test keeps them equal)
 EXTENSIONS = ["binary_tensor_data"]
 PLATFORM = "tensorflow_savedmodel"  # Triton's name for a TensorFlow SavedModel
 HEADER_LENGTH = "Inference-Header-Content-Length"
-DATATYPES = {"UINT8": np.dtype("u1"), "FP32": np.dtype("<f4")}
+DATATYPES: dict[str, np.dtype[Any]] = {"UINT8": np.dtype("u1"), "FP32": np.dtype("<f4")}
 METADATA_DATATYPES = {"uint8": "UINT8", "float32": "FP32"}
 MAX_DIGITS = 18  # longer numbers are no version or length here (and int() refuses 4300+ digits)
 # What each route can answer besides 200, for the OpenAPI document (with /versions/N, also

@@ -144,10 +144,10 @@ def document(app: Flask, settings: Settings | None = None) -> dict[str, Any]:
         declared = STATIC if rule.endpoint == "static" else getattr(view, "openapi", None)
         if declared is None:
             raise LookupError(f"{rule.rule} declares no OpenAPI operation (service/api/openapi.py)")
-        for method in sorted(rule.methods - IMPLICIT_METHODS):
+        for method in sorted((rule.methods or set()) - IMPLICIT_METHODS):
             operation = describe(declared, rule, app.url_map, settings, models)
             paths.setdefault(template(rule), {})[method.lower()] = operation
-    return with_batch_limit(
+    whole: dict[str, Any] = with_batch_limit(
         {
             "openapi": OPENAPI_VERSION,
             "info": {
@@ -163,6 +163,7 @@ def document(app: Flask, settings: Settings | None = None) -> dict[str, Any]:
         },
         settings.max_batch,
     )
+    return whole
 
 
 def template(rule: Rule) -> str:

@@ -69,4 +69,5 @@ def json_schemas(ref_template: str) -> dict[str, Any]:
         ref_template=ref_template,
         schema_generator=Schemas,
     )
-    return top["$defs"]
+    definitions: dict[str, Any] = top["$defs"]
+    return definitions

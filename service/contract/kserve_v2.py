@@ -41,8 +41,9 @@ class RequestInput(Strict):
         json_schema_extra={"minItems": 3, "maxItems": 4},
     )
     parameters: InputParameters | None = None
-    # Checked once the shape is known (kserve_v2.tensor_values); absent with binary data.
-    data: SkipValidation[TensorData] = Field(None)
+    # Checked once the shape is known (kserve_v2.tensor_values); absent with binary data (the
+    # default, None, stands for "not sent", which the type leaves out).
+    data: SkipValidation[TensorData] = Field(None)  # type: ignore[arg-type]
 
 
 class RequestParameters(Strict):

@@ -12,10 +12,11 @@ from pydantic import (
     Field,
     SkipValidation,
     StrictStr,
+    Tag,
 )
 from pydantic.json_schema import SkipJsonSchema
 
-from service.contract.reading import Refusals, Strict, array_or_object, says
+from service.contract.reading import BY_JSON_KIND, Refusals, Strict, says
 from service.contract.values import BATCH_LIMIT, NUM_CLASSES, ClassId, PixelArray, Probability
 from service.errors import MalformedRequest
 
@@ -38,7 +39,10 @@ class Base64Image(Strict):
 
 
 # Its tags ("array", "object") are in pydantic's error locations, so in refusal tables too.
-Instance = array_or_object(SkipValidation[PixelArray], Base64Image)
+Instance = Annotated[
+    Annotated[SkipValidation[PixelArray], Tag("array")] | Annotated[Base64Image, Tag("object")],
+    BY_JSON_KIND,
+]
 
 
 class PredictRequest(Strict):

@@ -9,13 +9,12 @@ number and `true` is no 1.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Discriminator,
-    Tag,
     ValidationError,
 )
 
@@ -62,12 +61,10 @@ def json_kind(value: Any) -> str | None:
     return "array" if isinstance(value, list) else None
 
 
-def array_or_object(array: Any, object_: Any) -> Any:
-    """A value that is an array of one form or an object of another: a oneOf in the document."""
-    return Annotated[
-        Annotated[array, Tag("array")] | Annotated[object_, Tag("object")],
-        Discriminator(json_kind, custom_error_type="json_kind", custom_error_message="-"),
-    ]
+# A value that is an array of one form or an object of another, a oneOf in the document:
+# Annotated[Annotated[A, Tag("array")] | Annotated[B, Tag("object")], BY_JSON_KIND], written out
+# where used so that a type checker reads it.
+BY_JSON_KIND = Discriminator(json_kind, custom_error_type="json_kind", custom_error_message="-")
 
 
 def read(model: type[Model], document: Any, refusals: Refusals, **names: Any) -> Model:

@@ -10,11 +10,12 @@ from pydantic import (
     Field,
     SkipValidation,
     StrictStr,
+    Tag,
     model_validator,
 )
 from pydantic.json_schema import SkipJsonSchema
 
-from service.contract.reading import Refusals, Strict, array_or_object, says
+from service.contract.reading import BY_JSON_KIND, Refusals, Strict, says
 from service.contract.values import BATCH_LIMIT, NUM_CLASSES, PixelArray, ProbabilityRow
 from service.errors import MalformedRequest, UnknownSignature
 
@@ -31,6 +32,12 @@ NamedBatch = Annotated[
     dict[str, Batch],
     Field(min_length=1, max_length=1, description="The batch under the model's input name."),
 ]
+Row = Annotated[
+    Annotated[PixelArray, Tag("array")] | Annotated[NamedImage, Tag("object")], BY_JSON_KIND
+]
+Columns = Annotated[
+    Annotated[Batch, Tag("array")] | Annotated[NamedBatch, Tag("object")], BY_JSON_KIND
+]
 
 
 class TfPredictRequest(Strict):
@@ -45,11 +52,13 @@ class TfPredictRequest(Strict):
     signature_name: SkipJsonSchema[None] | StrictStr = Field(None, examples=["serving_default"])
     # Values are checked once the input name is known (tf_serving.read_request); a null
     # "instances" is refused, a null "inputs" is tensor data that is no numbers, and an empty
-    # batch is a tensor that holds no image (tensors.image_count).
-    instances: list[SkipValidation[array_or_object(PixelArray, NamedImage)]] = Field(
-        None, json_schema_extra={**BATCH_LIMIT, "minItems": 1}
+    # batch is a tensor that holds no image (tensors.image_count). Their default, None, stands
+    # for "not sent", which their types leave out.
+    instances: list[SkipValidation[Row]] = Field(
+        None,  # type: ignore[arg-type]
+        json_schema_extra={**BATCH_LIMIT, "minItems": 1},
     )
-    inputs: SkipValidation[array_or_object(Batch, NamedBatch)] = Field(None)
+    inputs: SkipValidation[Columns] = Field(None)  # type: ignore[assignment]
 
     @model_validator(mode="after")
     def one_form(self) -> TfPredictRequest:

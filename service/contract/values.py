@@ -20,13 +20,14 @@ from pydantic import (
     TypeAdapter,
     WithJsonSchema,
 )
+from pydantic.config import JsonDict
 from pydantic.json_schema import SkipJsonSchema
 from typing_extensions import TypeAliasType
 
 SIZE = 28  # the side of the model's images
 NUM_CLASSES = 10  # Fashion-MNIST's; their names are in GET /v1/models/{name}
 # A marker openapi.py replaces by FMNIST_MAX_BATCH: the models are static, the limit is not.
-BATCH_LIMIT = {"x-batch-limit": True}
+BATCH_LIMIT: JsonDict = {"x-batch-limit": True}
 
 # A pixel of a protocol's tensor data, as the document shows it; its range and finiteness are
 # checked over the whole tensor (tensors.to_images), binary data included.
@@ -64,12 +65,12 @@ PixelArray = TypeAliasType(
     ],
 )
 # A float takes integers too; an integer beyond any float stays one, for tensors.flat_array to
-# call it too large for any pixel.
-TensorData = TypeAliasType(
+# call it too large for any pixel. (mypy cannot resolve a recursive TypeAliasType: its ignores.)
+TensorData = TypeAliasType(  # type: ignore[misc]
     "TensorData",
     list[
         Annotated[
-            PixelNumber | SkipJsonSchema[StrictInt] | "TensorData",
+            PixelNumber | SkipJsonSchema[StrictInt] | "TensorData",  # type: ignore[misc]
             Field(union_mode="left_to_right"),
         ]
     ],

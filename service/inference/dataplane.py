@@ -125,7 +125,8 @@ class DataPlane:
 
 def dataplane() -> DataPlane:
     """The app's data plane, registered once by create_app."""
-    return current_app.extensions["dataplane"]
+    plane: DataPlane = current_app.extensions["dataplane"]
+    return plane
 
 
 def receive_body(request: Request, deadline: Deadline) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from flask import Request
@@ -33,7 +33,7 @@ IMAGE_FIELD = "image"
 RAW_IMAGE_TYPES = frozenset(
     {"image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp", "image/tiff"}
 )
-INVERT_VALUES = ("auto", "true", "false")
+INVERT_VALUES: tuple[Invert, ...] = ("auto", "true", "false")
 MULTIPART = "multipart/form-data"
 # A form holds the images plus a few parameter fields (top_k, invert) of a few bytes each:
 # more parts than that, or a longer text field, is refused with 413 before any image decodes.
@@ -69,10 +69,11 @@ def read_options(values: dict[str, str], num_classes: int) -> PredictOptions:
 
 def read_invert(values: dict[str, str]) -> Invert:
     """Validate the `invert` parameter, the one /predict and /preprocess share."""
-    invert = values.get("invert", "auto").lower()
-    if invert not in INVERT_VALUES:
-        raise InvalidParameter("invert must be auto, true or false.")
-    return invert  # type: ignore[return-value]
+    text = values.get("invert", "auto").lower()
+    for invert in INVERT_VALUES:
+        if text == invert:
+            return invert
+    raise InvalidParameter("invert must be auto, true or false.")
 
 
 def read_parameters(request: Request, form: Form) -> dict[str, str]:
@@ -205,4 +206,8 @@ def parse_json(body: bytes) -> Any:
 def _json_instances(body: bytes) -> list[bytes | list[Any]]:
     """Parse {"instances": [...]} into image bytes (b64, decoded) and pixel arrays."""
     request = read(PredictRequest, parse_json(body), PREDICT_REFUSALS)
-    return [item.b64 if isinstance(item, Base64Image) else item for item in request.instances]
+    # b64 is declared as the text it is sent as; its validator has turned it into bytes.
+    return [
+        cast(bytes, item.b64) if isinstance(item, Base64Image) else item
+        for item in request.instances
+    ]

@@ -64,7 +64,7 @@ class Flusher:
         while not self._stopping.wait(self.interval):
             try:
                 self.flush()
-            except Exception:  # noqa: BLE001 - keep flushing; the failed batch is lost
+            except Exception:  # keep flushing; the failed batch is lost
                 log.exception("writing the queued %s failed", self.what)
 
 
