@@ -97,6 +97,7 @@ soak: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 fmt: install
 	$(BIN)/ruff check --fix .
