@@ -39,7 +39,6 @@ from service.contract.tf_serving import (
     TfPredictRequest,
     TfRowsResponse,
 )
-from service.settings import Settings
 
 MODEL = "fashion_mnist"
 PIXELS = garment(3).tolist()
@@ -100,16 +99,16 @@ def test_readiness_before_loading_fits_its_model(tmp_path):
     app.extensions["versions"].stop()
 
 
-def test_every_documented_model_is_in_the_document():
-    schemas = document(Settings())["components"]["schemas"]
+def test_every_documented_model_is_in_the_document(app):
+    schemas = document(app)["components"]["schemas"]
     assert {model.__name__ for model in DOCUMENTED} <= set(schemas)
     assert "x-batch-limit" not in json.dumps(schemas)  # every marker got the limit
 
 
-def test_every_route_documents_the_errors_it_declares():
+def test_every_route_documents_the_errors_it_declares(app):
     from service.api import kserve_v2, routes, tf_serving
 
-    spec = document(Settings())["paths"]
+    spec = document(app)["paths"]
     declared = {
         ("/predict", "post"): routes.PREDICT_ERRORS,
         ("/preprocess", "post"): routes.UPLOAD_ERRORS,

@@ -70,8 +70,8 @@ def test_every_route_is_documented_and_every_documented_path_is_a_route(app):
     assert routes == documented
 
 
-def test_every_error_code_is_documented_in_the_schema_and_the_readme():
-    spec = document(Settings())
+def test_every_error_code_is_documented_in_the_schema_and_the_readme(app):
+    spec = document(app)
     enum = set(spec["components"]["schemas"]["Problem"]["properties"]["code"]["enum"])
     service_codes = {cls.code for cls in service_errors()}
     werkzeug_codes = {"not_found", "method_not_allowed", "internal_error"}
@@ -81,14 +81,14 @@ def test_every_error_code_is_documented_in_the_schema_and_the_readme():
     assert readme_error_codes() == enum - {"internal_error"}
 
 
-def test_each_documented_code_sits_under_its_own_status():
+def test_each_documented_code_sits_under_its_own_status(app):
     statuses = {cls.code: cls.status for cls in service_errors()}
-    for status, code in documented_problems(document(Settings())):
+    for status, code in documented_problems(document(app)):
         assert statuses.get(code, status) == status, (code, status)
 
 
-def test_the_document_is_valid_openapi_3_1():
-    spec = document(Settings())
+def test_the_document_is_valid_openapi_3_1(app):
+    spec = document(app)
     assert spec["openapi"] == "3.1.0"
     schemathesis.openapi.from_dict(spec).validate()
     broken = copy.deepcopy(spec)
@@ -106,8 +106,8 @@ def test_the_served_document_passes_the_openapi_specification_validator(client):
     assert list(OpenAPIV31SpecValidator(broken).iter_errors())
 
 
-def test_limits_in_the_document_follow_the_settings():
-    spec = document(Settings(max_batch=5))
+def test_limits_in_the_document_follow_the_settings(app):
+    spec = document(app, Settings(max_batch=5))
     body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]
     assert body["application/json"]["schema"]["properties"]["instances"]["maxItems"] == 5
     assert body["multipart/form-data"]["schema"]["properties"]["image"]["maxItems"] == 5
@@ -117,8 +117,8 @@ def test_limits_in_the_document_follow_the_settings():
     assert tf_serving["instances"]["maxItems"] == tf_serving["inputs"]["oneOf"][0]["maxItems"] == 5
 
 
-def test_protocol_paths_document_the_protocol_error_form():
-    spec = document(Settings())
+def test_protocol_paths_document_the_protocol_error_form(app):
+    spec = document(app)
     for path, operations in spec["paths"].items():
         protocol = (path + "/").startswith(errors.PROTOCOL_PREFIXES)
         expected = (
@@ -173,9 +173,9 @@ def test_schemathesis_finds_no_server_error_and_no_response_off_the_schema(fuzze
     assert fuzzed_server.tracebacks() == []
 
 
-def test_every_route_that_reads_a_body_documents_its_deadline_answers():
+def test_every_route_that_reads_a_body_documents_its_deadline_answers(app):
     # Every POST goes through the data plane: its body is read under the request deadline.
-    spec = document(Settings())
+    spec = document(app)
     posts = {path: ops["post"]["responses"] for path, ops in spec["paths"].items() if "post" in ops}
     assert len(posts) == 6  # /predict, /preprocess, and :predict and infer with and without N
     for path, responses in posts.items():
