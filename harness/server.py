@@ -81,7 +81,11 @@ class LiveServer(BackgroundProcess):
             config = str(self.root / "service" / "gunicorn.conf.py")
             command = [sys.executable, "-m", "gunicorn", "-c", config, self.app]
         self.launch(command, env=self.env, cwd=self.root)
-        self.wait_ready(timeout)
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            self.stop()  # a server that never got ready is not left running
+            raise
         return self
 
     def wait_ready(self, timeout: float = 120) -> None:

@@ -24,6 +24,7 @@ import requests
 from harness.images import encode, garment
 from harness.server import LiveServer
 from harness.slow_clients import SlowClients, probe
+from tests.podman import Container
 
 pytestmark = pytest.mark.slow
 
@@ -35,6 +36,10 @@ def predict_png(server: LiveServer, timeout: float = 30) -> requests.Response:
     return requests.post(
         server.url + "/predict", data=PNG, headers={"Content-Type": "image/png"}, timeout=timeout
     )
+
+
+# What gunicorn's master logs when a SIGTERM starts its graceful shutdown.
+SHUTDOWN = "Handling signal: term"
 
 
 def wait_for(condition, timeout: float, message: str) -> None:
@@ -155,10 +160,11 @@ def test_a_killed_worker_is_replaced_and_service_recovers(make_server):
 def test_sigterm_lets_in_flight_requests_finish(make_server):
     server = make_server(FMNIST_WORKERS="1")
     sock = start_request(server, PNG, len(PNG) // 2, "image/png")
-    time.sleep(0.5)  # the worker's thread is now waiting for the rest of the body
+    # The worker's thread is waiting for the rest of the body; then shutdown begins.
+    wait_for(lambda: in_flight(server) >= 1, 10, "the upload never reached a thread")
     assert server.process is not None
     server.process.send_signal(signal.SIGTERM)
-    time.sleep(1.0)  # shutdown has begun
+    wait_for(lambda: SHUTDOWN in server.log_text(), 10, "the master never began shutting down")
     sock.sendall(PNG[len(PNG) // 2 :])
     status, body = read_response(sock)
     assert status == 200 and b'"predictions"' in body
@@ -183,8 +189,8 @@ def send_slowly(sock: socket.socket, data: bytes, seconds: float) -> None:
         time.sleep(seconds / len(data))
 
 
-def in_flight(server: LiveServer) -> float:
-    """The requests the server's workers are handling now, as its metrics say."""
+def in_flight(server: LiveServer | Container) -> float:
+    """The requests the server's (or container's) workers are handling now, as its metrics say."""
     text = requests.get(server.metrics_url, timeout=10).text
     lines = [
         line for line in text.splitlines() if line.startswith("fmnist_http_requests_in_flight ")

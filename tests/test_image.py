@@ -11,7 +11,6 @@ import base64
 import io
 import json
 import re
-import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -26,7 +25,7 @@ from service.inference.model import list_versions, load_version
 from tests import container
 from tests.podman import BASE_IMAGE, IMAGE, Container, Podman, api_compose_file, cache_dir
 from tests.skips import require_program
-from tests.test_faults import read_response, start_request
+from tests.test_faults import SHUTDOWN, in_flight, read_response, start_request, wait_for
 from tests.test_metrics import REQUESTS_TOTAL, scrape, total
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
@@ -196,9 +195,10 @@ def test_sigterm_lets_an_in_flight_request_finish_and_exits_0(podman):
     server = Container(podman, "fmnist-test-sigterm", free_port(), free_port()).start()
     try:
         sock = start_request(server, OTHER, len(OTHER) // 2, "image/png")
-        time.sleep(0.5)  # a worker's thread is now waiting for the rest of the body
+        # A worker's thread is waiting for the rest of the body; then shutdown begins.
+        wait_for(lambda: in_flight(server) >= 1, 30, "the upload never reached a thread")
         podman("kill", "--signal=TERM", server.name)
-        time.sleep(1.0)  # shutdown has begun
+        wait_for(lambda: SHUTDOWN in server.logs(), 30, "the master never began shutting down")
         sock.sendall(OTHER[len(OTHER) // 2 :])
         status, body = read_response(sock)
         assert status == 200 and b'"predictions"' in body
