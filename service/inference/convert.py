@@ -24,6 +24,14 @@ from typing import Any
 
 MODEL_FILE = "model.tflite"
 SIGNATURE_FILE = "signature_def.json"
+# The serving artifacts training's export writes into a version folder beside the SavedModel
+# (training/export.py), so that a worker without TensorFlow serves the version: each LiteRT
+# runtime's flatbuffer, and the SignatureDef the /v1 metadata shows. metadata.json lists them
+# under METADATA_KEY as {path relative to the version folder: its SHA-256 in hex}; the service
+# checks each file against it when it loads the version (service/inference/runtime.py).
+ARTIFACTS = {"litert": "litert/model.tflite", "litert-int8": "litert/model-int8.tflite"}
+SIGNATURE_ARTIFACT = "litert/signature_def.json"
+METADATA_KEY = "serving_artifacts"
 
 
 def signature_def(saved_model_dir: Path, signature: str) -> dict[str, Any]:
