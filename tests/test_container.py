@@ -125,6 +125,16 @@ def test_the_lock_installs_every_pin_of_the_requirements(requirements, lock, pla
     assert all(hashes for _, hashes in container.locked(lock)), "every pin has its hashes"
 
 
+@pytest.mark.parametrize("platform", PLATFORMS, ids=lambda p: "-".join(list(p.values())[::2]))
+def test_only_the_dev_lock_installs_tensorflow(platform):
+    # The image serves the LiteRT artifacts exported beside each SavedModel; TensorFlow, which
+    # trains and converts, is for development only (requirements-dev.txt).
+    environment = {**default_environment(), **platform}
+    tensorflow = {"tensorflow", "tensorflow-cpu", "keras", "tensorboard"}
+    assert not tensorflow & container.locked_versions(container.RUNTIME_LOCK, environment).keys()
+    assert tensorflow & container.locked_versions(container.DEV_LOCK, environment).keys()
+
+
 def test_the_runtime_lock_is_the_dev_locks_pins_for_the_runtime():
     # The image installs the versions and files the tests ran with.
     runtime, dev = locked_pins(container.RUNTIME_LOCK), locked_pins(container.DEV_LOCK)
