@@ -2,9 +2,12 @@
 ones, or TensorFlow's own signature.
 
 The SavedModel stays the artifact that training writes and that the /v1 and /v2 metadata
-describe. The LiteRT runtimes convert it when the version loads
-(`tf.lite.TFLiteConverter.from_saved_model`, in a child process: service/inference/convert.py)
-and run the result with LiteRT's interpreter and its XNNPACK kernels. For this model a call costs a
+describe. Beside it, training's export writes each LiteRT runtime's flatbuffer and the
+SignatureDef, with their checksums in metadata.json (service/inference/convert.py names them);
+the LiteRT runtimes load those, checked, and run them with LiteRT's interpreter and its XNNPACK
+kernels, so a worker needs no TensorFlow. Only where TensorFlow is installed (development) is a
+version folder without them converted when it loads (`tf.lite.TFLiteConverter`, in a child
+process); elsewhere such a version is not served (MissingArtifact). For this model a call costs a
 fraction of the SavedModel signature's, whose Python call machinery weighs more than the
 network at small batches, and the worker never imports TensorFlow (docs/benchmarks.md).
 "litert" and "savedmodel" answer the same probabilities within 1e-5; "litert-int8" quantizes
@@ -16,6 +19,7 @@ tests/test_runtime.py, tests/test_shipped_model.py).
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -35,6 +39,25 @@ log = logging.getLogger(__name__)
 
 CONVERT_TIMEOUT = 300  # seconds; converting the shipped model takes a few
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+class MissingArtifact(Exception):
+    """A version folder lacks the serving artifact its runtime needs, and this process has no
+    TensorFlow to convert the SavedModel itself (the image has none)."""
+
+    def __init__(self, path: Path, artifact: str) -> None:
+        super().__init__(
+            f"{path} has no {artifact} and TensorFlow is not installed to convert the "
+            f"SavedModel; add it with `python -m training --from-version {path} "
+            "--serving-artifacts` where TensorFlow is installed"
+        )
+
+
+class ArtifactChecksumError(Exception):
+    """A serving artifact's bytes differ from the checksum its version's metadata lists."""
+
+    def __init__(self, path: Path, artifact: str) -> None:
+        super().__init__(f"{path / artifact} does not match its SHA-256 in metadata.json")
 
 
 class Runtime(Protocol):
@@ -72,8 +95,8 @@ class SavedModelRuntime:
 
 
 class LiteRTRuntime:
-    """The SavedModel converted to LiteRT at load (`int8`: with 8-bit weights), run by LiteRT's
-    interpreter (XNNPACK).
+    """The version's LiteRT flatbuffer (`int8`: with 8-bit weights), run by LiteRT's
+    interpreter (XNNPACK): the exported artifact, or the SavedModel converted at load.
 
     An interpreter serves one call at a time, so calls take one from a pool and give it
     back; the pool grows to the number of calls that ever ran at once (a worker's threads).
@@ -89,10 +112,8 @@ class LiteRTRuntime:
         threads: int,
         int8: bool = False,
     ) -> None:
-        folder = converted(path, signature, int8)
         self.int8 = int8
-        self._flatbuffer = (folder / convert.MODEL_FILE).read_bytes()
-        self.signature_def = json.loads((folder / convert.SIGNATURE_FILE).read_text())
+        self._flatbuffer, self.signature_def = litert_files(path, signature, int8)
         self._signature, self._threads = signature, threads
         self._input_name, self._output_name = input_name, output_name
         self._idle: queue.SimpleQueue[_Invocation] = queue.SimpleQueue()
@@ -157,6 +178,38 @@ def load_runtime(
     if kind == "savedmodel":
         return SavedModelRuntime(path, signature, input_name, output_name, threads)
     raise ValueError(f"unknown runtime {kind!r}; choose one of {', '.join(RUNTIMES)}")
+
+
+def litert_files(path: Path, signature: str, int8: bool) -> tuple[bytes, dict[str, Any]]:
+    """A version's LiteRT flatbuffer and SignatureDef: its exported artifacts, checked against
+    their checksums; else, where TensorFlow is installed, a conversion of its SavedModel."""
+    artifact = convert.ARTIFACTS["litert-int8" if int8 else "litert"]
+    listed = json.loads((path / "metadata.json").read_text()).get(convert.METADATA_KEY, {})
+    exported = (artifact, convert.SIGNATURE_ARTIFACT)
+    if all(name in listed and (path / name).is_file() for name in exported):
+        flatbuffer, definition = (verified(path, name, listed[name]) for name in exported)
+        return flatbuffer, json.loads(definition)
+    if not tensorflow_installed():
+        raise MissingArtifact(path, artifact)
+    folder = converted(path, signature, int8)
+    definition = json.loads((folder / convert.SIGNATURE_FILE).read_text())
+    return (folder / convert.MODEL_FILE).read_bytes(), definition
+
+
+def tensorflow_installed() -> bool:
+    """Whether this Python can import TensorFlow, without importing it (seconds)."""
+    try:
+        return importlib.util.find_spec("tensorflow") is not None
+    except (ImportError, ValueError):  # ValueError: blocked in sys.modules (set to None)
+        return False
+
+
+def verified(path: Path, artifact: str, sha256: str) -> bytes:
+    """An artifact's bytes, once they match the SHA-256 its version's metadata lists."""
+    data = (path / artifact).read_bytes()
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise ArtifactChecksumError(path, artifact)
+    return data
 
 
 def configure_threads(threads: int) -> None:

@@ -30,6 +30,7 @@ from service.inference.model import (
     run_timed,
     version_folders,
 )
+from service.inference.runtime import ArtifactChecksumError, MissingArtifact
 from service.observability import metrics
 from service.settings import DEFAULT_RUNTIME
 
@@ -37,6 +38,11 @@ if TYPE_CHECKING:
     from service.observability.buffers import MetricBuffer
 
 log = logging.getLogger(__name__)
+# The reason label of fmnist_model_load_failures_total for the refusals the service expects.
+FAILURE_REASONS: dict[type[Exception], str] = {
+    MissingArtifact: "missing_artifact",
+    ArtifactChecksumError: "checksum",
+}
 
 
 def fingerprint(path: Path) -> tuple[int, int, int]:
@@ -177,7 +183,13 @@ class ModelVersions:
         except Exception as error:  # a broken version must not stop serving
             message = f"{type(error).__name__}: {error}"
             self.failures = {**self.failures, version: VersionFailure(now, message)}
-            log.exception("model version %d in %s failed to load", version, path)
+            reason = FAILURE_REASONS.get(type(error), "error")
+            if reason == "error":
+                log.exception("model version %d in %s failed to load", version, path)
+            else:  # a known refusal: one line saying why and what to do
+                log.error("model version %d is not served: %s", version, error)
+            if self.metric_buffer is not None:
+                self.metric_buffer.add(metrics.MODEL_LOAD_FAILURES, (reason,), 1)
             return None
         self.failures = {v: f for v, f in self.failures.items() if v != version}
         if self.batching is not None:

@@ -100,6 +100,14 @@ MODEL_LOAD_SECONDS = Gauge(
     namespace=NAMESPACE,
     multiprocess_mode="livemax",
 )
+MODEL_LOAD_FAILURES = Counter(
+    "model_load_failures",
+    "Version folders a worker did not serve because loading failed, by reason: "
+    "missing_artifact (no serving artifact, and no TensorFlow to convert), checksum (an "
+    "artifact differs from its metadata), error (anything else). Once per folder state.",
+    ["reason"],
+    namespace=NAMESPACE,
+)
 MODEL_INFO = Gauge(
     "model_info",
     "Always 1, labelled with the model name and version a live worker serves.",
