@@ -4,8 +4,11 @@ changing versions under load without a failed request."""
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import shutil
+import subprocess
+import sys
 import threading
 import time
 import weakref
@@ -16,13 +19,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+from prometheus_client import REGISTRY
 
+from harness import ROOT
 from harness.images import encode, garment
 from harness.server import LiveServer
 from service.errors import ModelVersionNotFound
+from service.inference import runtime
 from service.inference.batching import BatchingConfig
+from service.inference.convert import ARTIFACTS, METADATA_KEY, SIGNATURE_ARTIFACT
 from service.inference.model import list_versions, load_version
 from service.inference.versions import ModelVersions, VersionPolicy
+from service.observability.buffers import MetricBuffer
 
 MODEL = "fashion_mnist"
 IMAGES = np.stack([garment(label) for label in (0, 5, 9)])
@@ -393,3 +401,108 @@ def test_versions_added_and_removed_under_load_drop_no_request(trained_versions,
     log = server.log_path.read_text()
     assert "model version 1 unloaded" in log and "model version 3 unloaded" in log
     print(f"answers during the changes: {dict(answers)}")
+
+
+# --- Serving artifacts: the exported LiteRT files, checked, and refused when missing ---
+
+DEFAULT_ARTIFACT = ARTIFACTS["litert-int8"]  # the default runtime's
+
+
+def load_failures(reason: str) -> float:
+    """fmnist_model_load_failures_total{reason} in this process's registry."""
+    value = REGISTRY.get_sample_value("fmnist_model_load_failures_total", {"reason": reason})
+    return value or 0.0
+
+
+def test_a_version_serves_its_exported_artifacts_without_converting(
+    trained_versions, expected, tmp_path, monkeypatch
+):
+    folder = add_version(trained_versions, tmp_path, 1)
+    listed = json.loads((folder / "metadata.json").read_text())[METADATA_KEY]
+    assert set(listed) == {*ARTIFACTS.values(), SIGNATURE_ARTIFACT}
+
+    def no_conversion(*args: object) -> Path:
+        raise AssertionError("converted a version that carries its artifacts")
+
+    monkeypatch.setattr(runtime, "converted", no_conversion)
+    reference = load_version(tmp_path, 1, "savedmodel").predict(IMAGES)
+    for kind, atol in (("litert", 1e-5), ("litert-int8", 0.05)):  # docs/runtimes.md
+        model = load_version(tmp_path, 1, kind)
+        assert model.signature_def == load_version(tmp_path, 1, "savedmodel").signature_def
+        np.testing.assert_allclose(model.predict(IMAGES), reference, atol=atol)
+    # The default runtime's artifact is what every other test of the version ran.
+    np.testing.assert_allclose(load_version(tmp_path, 1).predict(IMAGES), expected[1], atol=1e-6)
+
+
+def test_an_altered_artifact_is_refused_counted_and_the_served_version_answers(
+    trained_versions, expected, tmp_path, caplog
+):
+    add_version(trained_versions, tmp_path, 1)
+    versions = versions_for(tmp_path, "all", metric_buffer=(buffer := MetricBuffer()))
+    folder = add_version(trained_versions, tmp_path, 1, into=2)
+    altered = bytearray((folder / DEFAULT_ARTIFACT).read_bytes())
+    altered[len(altered) // 2] ^= 0xFF
+    (folder / DEFAULT_ARTIFACT).write_bytes(bytes(altered))
+    before = load_failures("checksum")
+    with caplog.at_level(logging.ERROR, logger="service.inference.versions"):
+        versions.refresh()
+    buffer.flush()
+    assert list(versions.served) == [1] and list(versions.failures) == [2]
+    assert "ArtifactChecksumError" in versions.failures[2].message
+    assert [r.exc_info for r in caplog.records] == [None]  # one line, no traceback
+    assert DEFAULT_ARTIFACT in caplog.records[0].getMessage()
+    assert load_failures("checksum") == before + 1
+    np.testing.assert_allclose(versions.current(1).predict(IMAGES), expected[1], atol=1e-6)
+
+
+# A process without TensorFlow, as in the image: the import is blocked before anything runs.
+WITHOUT_TENSORFLOW = """
+import json, logging, sys
+sys.modules["tensorflow"] = None
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+from pathlib import Path
+from prometheus_client import REGISTRY
+from service.inference.versions import ModelVersions
+from service.observability.buffers import MetricBuffer
+buffer = MetricBuffer()
+versions = ModelVersions(Path(sys.argv[1]), "all", metric_buffer=buffer)
+versions.refresh()
+buffer.flush()
+failures = REGISTRY.get_sample_value(
+    "fmnist_model_load_failures_total", {"reason": "missing_artifact"}
+)
+print(json.dumps({"served": sorted(versions.served), "failures": failures}))
+"""
+
+
+def test_without_tensorflow_a_version_lacking_its_artifact_is_refused_in_one_line(
+    trained_versions, tmp_path
+):
+    add_version(trained_versions, tmp_path, 1)
+    shutil.rmtree(add_version(trained_versions, tmp_path, 1, into=2) / "litert")
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_TENSORFLOW, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"served": [1], "failures": 1.0}
+    errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR")]
+    assert errors == [
+        f"ERROR model version 2 is not served: {tmp_path / '2'} has no {DEFAULT_ARTIFACT} and "
+        "TensorFlow is not installed to convert the SavedModel; add it with `python -m "
+        f"training --from-version {tmp_path / '2'} --serving-artifacts` where TensorFlow is "
+        "installed"
+    ]
+    assert "Traceback" not in result.stderr
+
+
+def test_with_tensorflow_a_version_lacking_its_artifacts_is_converted(trained_versions, tmp_path):
+    # Development: a SavedModel folder without artifacts (a version exported before them).
+    shutil.rmtree(add_version(trained_versions, tmp_path, 1) / "litert")
+    reference = load_version(tmp_path, 1, "savedmodel").predict(IMAGES)
+    np.testing.assert_allclose(
+        load_version(tmp_path, 1, "litert").predict(IMAGES), reference, atol=1e-5
+    )
