@@ -78,10 +78,10 @@ class Settings:
     included: 408 if the body is still arriving then, 503 deadline_exceeded if it is still
     being processed or waiting for the model (see docs/security.md)."""
     runtime: str = DEFAULT_RUNTIME
-    """What runs the SavedModel: "litert-int8" (converted at load with 8-bit weights, run by
-    LiteRT's interpreter), "litert" (converted with float weights: the SavedModel's answers
-    within 1e-5) or "savedmodel" (TensorFlow's signature); service/inference/runtime.py, measured in
-    docs/benchmarks.md."""
+    """What runs the SavedModel: "litert-int8" (its exported LiteRT flatbuffer with 8-bit
+    weights, run by LiteRT's interpreter), "litert" (the float flatbuffer: the SavedModel's
+    answers within 1e-5) or "savedmodel" (TensorFlow's signature; needs TensorFlow, which the
+    image lacks); service/inference/runtime.py, measured in docs/runtimes.md."""
     tf_threads: int = 1
     """Threads of one model call (LiteRT's, or TensorFlow's intra- and inter-op pools) per
     worker: with 2 workers on 2 cores, more measured no faster (docs/benchmarks.md, "Workers
