@@ -83,6 +83,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "options are the source version's)",
     )
     parser.add_argument(
+        "--serving-artifacts",
+        action="store_true",
+        help="with --from-version: train and export nothing, but write the serving artifacts "
+        "(the LiteRT models, float and 8-bit weights, and the signature: what every export "
+        "writes beside the SavedModel) into VERSION_DIR itself, and their SHA-256 into its "
+        "metadata.json; the SavedModel is left as it is",
+    )
+    parser.add_argument(
         "--patience",
         type=int,
         default=defaults.patience,
@@ -98,6 +106,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--logdir", type=Path, default=None, help="TensorBoard log folder")
     args = parser.parse_args(argv)
+    if args.serving_artifacts and args.from_version is None:
+        parser.error("--serving-artifacts needs --from-version VERSION_DIR")
     if args.mirror_ramp is not None and not 0 < args.mirror_ramp[0] < args.mirror_ramp[1]:
         low, high = args.mirror_ramp
         parser.error(f"--mirror-ramp needs 0 < LOW < HIGH; got {low:g} {high:g}")
@@ -108,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run training with the parsed options; print one-line errors, never a traceback."""
     args = parse_args(argv)
     from training.data import DatasetError
-    from training.pipeline import reexport, run
+    from training.export import NotAVersionFolder
+    from training.pipeline import add_artifacts, reexport, run
     from training.train import TrainConfig
 
     # A network never shown flipped images is not averaged with its mirror image.
@@ -129,11 +140,13 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
     )
     try:
-        if args.from_version is not None:
+        if args.serving_artifacts:
+            add_artifacts(args.from_version)
+        elif args.from_version is not None:
             reexport(config, args.data_dir, args.from_version, args.output, args.version)
         else:
             run(config, args.data_dir, args.output, args.version, args.logdir)
-    except (DatasetError, FileExistsError) as error:
+    except (DatasetError, FileExistsError, NotAVersionFolder) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from service.inference.convert import METADATA_KEY, write_atomically, write_serving_artifacts
 from training.data import CLASS_NAMES, IMAGE_SIZE
 
 SIGNATURE_NAME = "serving_default"
@@ -31,6 +32,36 @@ OUTPUT_SPEC = {
     "shape": [None, len(CLASS_NAMES)],
     "meaning": "softmax probabilities over class_names, each row sums to 1",
 }
+
+
+class NotAVersionFolder(Exception):
+    """A folder named as an exported version that is not one."""
+
+    def __init__(self, folder: Path, reason: str) -> None:
+        super().__init__(f"{folder} is not a version folder: {reason}")
+
+
+def version_metadata(folder: Path) -> dict[str, Any]:
+    """The metadata.json of an exported version folder (a number, with a SavedModel)."""
+    if not folder.name.isdigit():
+        raise NotAVersionFolder(folder, "its name is not a version number")
+    if not (folder / "saved_model.pb").is_file():
+        raise NotAVersionFolder(folder, "it holds no saved_model.pb")
+    try:
+        metadata: dict[str, Any] = json.loads((folder / "metadata.json").read_text())
+    except (OSError, ValueError) as error:
+        raise NotAVersionFolder(folder, f"no readable metadata.json ({error})") from error
+    return metadata
+
+
+def add_serving_artifacts(folder: Path) -> dict[str, str]:
+    """Write the serving artifacts into an exported version folder and list them in its
+    metadata.json, each file replaced by one rename; the SavedModel is left as it is."""
+    metadata = version_metadata(folder)
+    checksums = write_serving_artifacts(folder, metadata["signature_name"])
+    metadata = {**metadata, METADATA_KEY: checksums}
+    write_atomically(folder / "metadata.json", (json.dumps(metadata, indent=2) + "\n").encode())
+    return checksums
 
 
 def load_network(folder: Path) -> keras.Model:
@@ -195,16 +226,18 @@ on {metadata["training_machine"]}; best validation accuracy
 
 
 def export(model: keras.Model, metadata: dict[str, Any], output: Path, version: int | None) -> Path:
-    """Write `output/<version>/` through a temporary folder and one rename; return it."""
+    """Write `output/<version>/` through a temporary folder and one rename; return it. Beside
+    the SavedModel: its LiteRT serving artifacts, listed with their SHA-256 in metadata.json."""
     output.mkdir(parents=True, exist_ok=True)
     version = version if version is not None else next_version(output)
     final = output / str(version)
     if final.exists():
         raise FileExistsError(f"{final} already exists; choose another --version")
-    metadata = {**metadata, "version": version}
     staging = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=output))
     try:
         save_signature(model, staging)
+        checksums = write_serving_artifacts(staging, SIGNATURE_NAME)
+        metadata = {**metadata, "version": version, METADATA_KEY: checksums}
         (staging / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
         save_confusion_image(
             metadata["metrics"]["confusion_matrix"], staging / "confusion_matrix.png"

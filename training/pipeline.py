@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import os
 import platform
 import shlex
@@ -16,7 +15,15 @@ import keras
 import tensorflow as tf
 
 from training.data import CLASS_NAMES, DatasetError, load_fashion_mnist, stratified_split
-from training.export import INPUT_SPEC, OUTPUT_SPEC, SIGNATURE_NAME, export, load_network
+from training.export import (
+    INPUT_SPEC,
+    OUTPUT_SPEC,
+    SIGNATURE_NAME,
+    add_serving_artifacts,
+    export,
+    load_network,
+    version_metadata,
+)
 from training.models import MirrorAveraged
 from training.train import TrainConfig, TrainResult, evaluate, predict_probabilities, train
 
@@ -104,7 +111,7 @@ def reexport(
     """Export the network of an exported version again, with `config`'s mirror averaging, as a
     new version: no training. Its training record is the source's; its test accuracy is
     measured anew, on the test files the source was measured with."""
-    metadata = json.loads((source / "metadata.json").read_text())
+    metadata = version_metadata(source)
     data = load_fashion_mnist(data_dir)
     differ = sorted(
         name for name, digest in data.sha256.items() if metadata["data_sha256"].get(name) != digest
@@ -134,3 +141,9 @@ def reexport(
     folder = export(model, again, output, version)
     print(f"exported {folder}", flush=True)
     return folder
+
+
+def add_artifacts(folder: Path) -> None:
+    """Give an exported version its serving artifacts in place: nothing trained or exported."""
+    for path, digest in add_serving_artifacts(folder).items():
+        print(f"wrote {folder / path}, sha256 {digest}", flush=True)

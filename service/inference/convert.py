@@ -10,10 +10,14 @@ OUTPUT_DIR/signature_def.json: the serving SignatureDef in protobuf's JSON mappi
 /v1 metadata route shows. With `int8` the weights are quantized to 8 bits (the converter's
 dynamic range quantization: no calibration data; LiteRT quantizes each image's activations on
 the fly, so an image's answer never depends on the other images of its batch).
+
+Training's export writes the same files into the version folder itself
+(`write_serving_artifacts`), so that a worker without TensorFlow has nothing to convert.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -46,17 +50,23 @@ def signature_def(saved_model_dir: Path, signature: str) -> dict[str, Any]:
     return as_json
 
 
-def convert(saved_model_dir: Path, output: Path, signature: str, int8: bool = False) -> None:
-    """Write the LiteRT flatbuffer and the SignatureDef of one version into `output`."""
+def flatbuffer(saved_model_dir: Path, signature: str, int8: bool = False) -> bytes:
+    """The LiteRT flatbuffer of one signature of a SavedModel (`int8`: 8-bit weights)."""
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), [signature])
     if int8:  # without a representative dataset, DEFAULT is dynamic range quantization
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    flatbuffer = converter.convert()
+    model: bytes = converter.convert()
+    return model
+
+
+def convert(saved_model_dir: Path, output: Path, signature: str, int8: bool = False) -> None:
+    """Write the LiteRT flatbuffer and the SignatureDef of one version into `output`."""
+    model = flatbuffer(saved_model_dir, signature, int8)
     staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=output.parent))
     try:
-        (staging / MODEL_FILE).write_bytes(flatbuffer)
+        (staging / MODEL_FILE).write_bytes(model)
         definition = signature_def(saved_model_dir, signature)
         (staging / SIGNATURE_FILE).write_text(json.dumps(definition))
         os.rename(staging, output)
@@ -65,6 +75,34 @@ def convert(saved_model_dir: Path, output: Path, signature: str, int8: bool = Fa
             raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_serving_artifacts(version_dir: Path, signature: str) -> dict[str, str]:
+    """Write the serving artifacts into a version folder beside its SavedModel, each through a
+    temporary file and a rename; return what metadata.json lists under METADATA_KEY."""
+    contents = {
+        path: flatbuffer(version_dir, signature, int8=kind == "litert-int8")
+        for kind, path in ARTIFACTS.items()
+    }
+    contents[SIGNATURE_ARTIFACT] = json.dumps(signature_def(version_dir, signature)).encode()
+    for path, content in contents.items():
+        write_atomically(version_dir / path, content)
+    return {path: hashlib.sha256(content).hexdigest() for path, content in contents.items()}
+
+
+def write_atomically(path: Path, content: bytes) -> None:
+    """Replace `path` with `content` by one rename, so that a reader sees the old file or the
+    new one, never part of either; readable by all, as the rest of a version folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(content)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
 
 
 def main(argv: list[str]) -> int:
