@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from harness import SHIPPED_MODEL_DIR
+from harness.images import synthetic_images
 from service.inference.model import list_versions, load_version
 from service.settings import Settings
+from tests.artifacts import check_serving_artifacts
 from tests.skips import dataset_dir
 from training.data import load_split
 
@@ -42,6 +44,12 @@ def test_shipped_model_maps_uint8_images_to_probabilities():
     probabilities = model.predict(np.zeros((3, 28, 28), np.uint8))
     assert probabilities.shape == (3, 10)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+
+
+def test_shipped_model_carries_its_serving_artifacts():
+    garments, _ = synthetic_images(32, seed=3)
+    noise = np.random.default_rng(0).integers(0, 256, (32, 28, 28), np.uint8)
+    check_serving_artifacts(SHIPPED_MODEL_DIR / "1", np.concatenate([garments, noise]))
 
 
 @pytest.mark.dataset

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 
 from harness import ROOT
+from service.inference.convert import METADATA_KEY
+from tests.artifacts import check_serving_artifacts
 from tests.idx import write_dataset
 from training.data import FILES, IMAGE_MAGIC, load_fashion_mnist, stratified_split
 from training.export import load_network, next_version
@@ -97,6 +99,7 @@ def test_cli_trains_and_exports_a_loadable_versioned_model(family, tiny_data_dir
     assert (folder / "README.md").read_text().startswith("# Fashion-MNIST classifier")
     assert (folder / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert any((tmp_path / "logs").rglob("events.out.tfevents.*"))
+    check_serving_artifacts(folder, images)
 
     # The next run, without --version, becomes version 2; this one exports the bare network.
     one_dfn_epoch = ("--data-dir", str(tiny_data_dir), "--model", "dfn", "--epochs", "1")
@@ -137,6 +140,7 @@ def test_cli_trains_and_exports_a_loadable_versioned_model(family, tiny_data_dir
     assert third["hyperparameters"] == {**metadata["hyperparameters"], "mirror_ramp": list(ramp)}
     for field in ("command", "training_seconds", "epochs_run", "data_sha256", "parameters"):
         assert third[field] == metadata[field], field
+    check_serving_artifacts(output / "3", images)  # the ramp's gathers convert too
     card = (output / "3" / "README.md").read_text()
     assert "exported again" in card and "weighs a half below a top probability of 0.3" in card
 
@@ -163,6 +167,43 @@ def test_export_is_atomic_and_leaves_nothing_behind_on_failure(tmp_path, monkeyp
     with pytest.raises(RuntimeError):
         export.export(model=None, metadata={}, output=tmp_path, version=3)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_export_carries_its_serving_artifacts_and_their_checksums(tiny_model_dir, tiny_data_dir):
+    check_serving_artifacts(tiny_model_dir / "1", load_fashion_mnist(tiny_data_dir).test.images)
+
+
+def test_serving_artifacts_are_added_to_a_version_exported_without_them(
+    tiny_model_dir, tiny_data_dir, tmp_path, capsys
+):
+    from training.__main__ import main
+
+    folder = Path(shutil.copytree(tiny_model_dir / "1", tmp_path / "1"))
+    shutil.rmtree(folder / "litert")
+    metadata = json.loads((folder / "metadata.json").read_text())
+    del metadata[METADATA_KEY]
+    (folder / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
+    saved_model = {
+        p: p.read_bytes() for p in folder.rglob("*") if p.is_file() and p.name != "metadata.json"
+    }
+
+    assert main(["--from-version", str(folder), "--serving-artifacts"]) == 0
+    check_serving_artifacts(folder, load_fashion_mnist(tiny_data_dir).test.images)
+    added = json.loads((folder / "metadata.json").read_text())
+    assert {key: value for key, value in added.items() if key != METADATA_KEY} == metadata
+    assert {p: p.read_bytes() for p in saved_model} == saved_model  # the SavedModel untouched
+    assert not list(folder.rglob(".tmp-*"))
+    assert "exported" not in capsys.readouterr().out  # no new version
+
+    # Refused, with nothing written: a folder that is not a version, or holds no SavedModel.
+    (tmp_path / "2").mkdir()
+    for refused, reason in ((tmp_path, "not a version number"), (tmp_path / "2", "saved_model")):
+        assert main(["--from-version", str(refused), "--serving-artifacts"]) == 2
+        assert reason in capsys.readouterr().err
+        assert not (refused / "litert").exists()
+    with pytest.raises(SystemExit):
+        main(["--serving-artifacts"])
+    assert "--serving-artifacts needs --from-version" in capsys.readouterr().err
 
 
 def test_next_version_counts_only_integer_folders(tmp_path):
@@ -266,6 +307,7 @@ def test_help_lists_every_option():
         "--no-mirror-average",
         "--mirror-ramp",
         "--from-version",
+        "--serving-artifacts",
         "--patience",
         "--seed",
         "--output",
