@@ -25,6 +25,15 @@ from harness import ROOT
 MIN_ACCURACY = 0.935  # the shipped model's floor (tests/test_shipped_model.py)
 REFERENCE = "savedmodel"
 CHUNK = 500  # images per call over the test set
+# The bounds the tests hold the exported LiteRT models to; they stand beside the measurements.
+ARTIFACT_TOLERANCES = (
+    "The LiteRT models a version folder carries (`litert/model.tflite`, "
+    "`litert/model-int8.tflite`, written by the export) answer the SavedModel's probabilities "
+    "within 1e-5 (float weights) and within 0.05 (8-bit weights), the bounds "
+    "`tests/test_runtime.py` holds the runtimes to: `tests/artifacts.py` checks them, with their "
+    "checksums, for a fresh export (`tests/test_training.py`) and for the shipped version "
+    "(`tests/test_shipped_model.py`)."
+)
 
 
 def answers(model_dir: Path, data_dir: Path) -> tuple[dict[str, np.ndarray], np.ndarray, dict]:
@@ -91,7 +100,7 @@ def markdown(results: dict) -> str:
             f"| {runtime} | {q['test_accuracy']:.4f} | {q['max_abs_difference']:.1e} | "
             f"{q['class_differs']} | {q['bytes']:,} | {per_image} |"
         )
-    return "\n".join(lines + ["", decision(results)]) + "\n"
+    return "\n".join(lines + ["", decision(results), "", ARTIFACT_TOLERANCES]) + "\n"
 
 
 def decision(results: dict) -> str:
