@@ -64,10 +64,12 @@ def add_version(source: Path, model_dir: Path, version: int, into: int | str = "
 
 
 def add_broken(source: Path, model_dir: Path, version: int, how: str) -> None:
-    """Add a version folder that cannot load: a corrupt saved_model.pb, or no metadata.json."""
+    """Add a version folder that cannot load: a corrupt saved_model.pb (and no LiteRT
+    artifacts, which would be served without reading it), or no metadata.json."""
     folder = add_version(source, model_dir, 1, into=version)
     if how == "corrupt":
         (folder / "saved_model.pb").write_bytes(b"\x00 not a protocol buffer \xff" * 10)
+        shutil.rmtree(folder / "litert")
     else:
         (folder / "metadata.json").unlink()
 
