@@ -7,19 +7,21 @@
 ARG BASE_IMAGE=python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7
 FROM ${BASE_IMAGE} AS base
 
-# Builder: the hash-locked runtime requirements in a virtual environment. Every requirement is
-# a binary wheel, so no compiler is needed; the stage keeps pip's work out of the runtime image.
+# Builder: the hash-locked runtime requirements in a virtual environment: the service and LiteRT,
+# no TensorFlow (the workers run the LiteRT artifacts exported beside each SavedModel). Every
+# requirement is a binary wheel, so no compiler is needed; the stage keeps pip's work out of the
+# runtime image.
 FROM base AS builder
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 COPY requirements.lock /tmp/requirements.lock
 # --no-deps: the lock lists every dependency, each with its hashes (make lock writes it). Then
-# the build tools leave: nothing imports setuptools (which tensorflow declares) or wheel (which
-# astunparse declares) at run time, and pip, removing itself last, is not needed to run.
+# the installers venv put in leave: nothing imports setuptools at run time, and pip, removing
+# itself last, is not needed to run.
 RUN /opt/venv/bin/pip install --no-cache-dir --require-hashes --no-deps \
         --requirement /tmp/requirements.lock \
-    && /opt/venv/bin/python -m pip uninstall --yes setuptools wheel pip
+    && /opt/venv/bin/python -m pip uninstall --yes setuptools pip
 
 # Runtime: the venv, the entry script, the service and the shipped model; nothing else.
 FROM base AS runtime
@@ -50,8 +52,9 @@ COPY models/ models/
 USER 10001:10001
 EXPOSE 8000 9100
 # Ready, not merely alive: the model is loaded and warmed up (GET /readyz answers 200).
-# Python's standard library makes the request, so the image needs no curl.
-HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
+# Python's standard library makes the request, so the image needs no curl. The start period
+# covers a cold start several times over on a busy node (docs/benchmarks.md, "The image").
+HEALTHCHECK --interval=15s --timeout=5s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('PORT', '8000') + '/readyz', timeout=4)"]
 # The entry script of `make serve` and the end-to-end tests: it empties the metrics directory,
 # then execs gunicorn, which as PID 1 gets SIGTERM and drains in-flight requests.

@@ -98,7 +98,7 @@ def markdown(results: dict) -> str:
             )
     if "sweep" in results:
         lines += sweep_markdown(results["sweep"])
-    return "\n".join(lines + against_targets(results) + profile_section())
+    return "\n".join(lines + against_targets(results) + image_section() + profile_section())
 
 
 def spread(result: dict) -> str:
@@ -261,3 +261,13 @@ def profile_section() -> list[str]:
     if not recorded.exists():
         return []
     return ["", gil_profile.markdown(json.loads(recorded.read_text()))]
+
+
+def image_section() -> list[str]:
+    """The section "The image" that benchmarks/image.py last wrote (docs/image.json), if any."""
+    recorded = ROOT / "docs" / "image.json"
+    if not recorded.exists():
+        return []
+    from benchmarks import image  # podman's helpers, only when there is a recorded image
+
+    return ["", image.markdown(json.loads(recorded.read_text())).rstrip("\n")]

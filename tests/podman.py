@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import subprocess
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import requests
 import yaml
 
+from harness import procfs
 from tests.container import ROOT, compose, service_port_defaults
 
 # python:3.11-slim cannot be pulled where no registry is reachable: Debian 12's Python is 3.11 too.
@@ -186,9 +189,11 @@ class Container:
         self.url = f"http://127.0.0.1:{port}"
         self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
 
-    def start(self, timeout: float = 120) -> Container:
-        """Start the container and wait until /readyz answers 200."""
+    def start(self, *options: str, timeout: float = 120) -> Container:
+        """Start the container (with more `podman run` options, such as a volume) and wait
+        until /readyz answers 200; ready_seconds counts from the `podman run` call."""
         self.podman("rm", "--force", "--ignore", self.name)
+        launched = time.monotonic()
         self.podman(
             "run",
             "--detach",
@@ -200,23 +205,42 @@ class Container:
             f"--env=FMNIST_METRICS_PORT={self.metrics_port}",
             "--env=HOST=127.0.0.1",
             "--env=FMNIST_METRICS_HOST=127.0.0.1",
+            *options,
             IMAGE,
         )
-        return self.wait_ready(timeout)
+        return self.wait_ready(timeout, launched)
 
-    def wait_ready(self, timeout: float = 120) -> Container:
-        """Poll /readyz until it answers 200, or fail with the container's log."""
-        started = time.monotonic()
+    def wait_ready(self, timeout: float = 120, since: float | None = None) -> Container:
+        """Poll /readyz until it answers 200, or fail with the container's log; ready_seconds
+        counts from `since` (a time.monotonic() reading), or from now."""
+        started = time.monotonic() if since is None else since
         while time.monotonic() < started + timeout:
             assert self.state()["Running"], self.logs()
             try:
                 if requests.get(self.url + "/readyz", timeout=2).status_code == 200:
                     self.ready_seconds = time.monotonic() - started
+                    self.ready_at = time.time()
                     return self
             except requests.RequestException:
                 pass
-            time.sleep(0.2)
+            time.sleep(0.05)  # a start takes about a second: poll finely enough to time it
         raise AssertionError(f"container not ready in {timeout}s:\n{self.logs()}")
+
+    def process_started_at(self) -> float:
+        """When the container's first process started (podman's State.StartedAt), in Unix
+        seconds: the entry script's start, without podman's own work before it."""
+        # RFC 3339 with nanoseconds ("2026-12-03T14:30:00.123456789Z"), more than Python parses.
+        stamp = re.fullmatch(r"([^.]+)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", self.state()["StartedAt"])
+        assert stamp, self.state()["StartedAt"]
+        whole, fraction, offset = stamp.groups()
+        moment = datetime.fromisoformat(whole + offset.replace("Z", "+00:00"))
+        return moment.timestamp() + float(f"0.{fraction or 0}")
+
+    def pids(self) -> list[int]:
+        """The host's process ids of the gunicorn master (the container's PID 1) and its
+        workers: podman runs as root here, so the host sees them."""
+        master = self.state()["Pid"]
+        return [master, *procfs.children(master)]
 
     def inspect(self) -> dict[str, Any]:
         """The container's configuration and state, as `podman inspect` reports them."""

@@ -11,7 +11,10 @@ import base64
 import io
 import json
 import re
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +24,9 @@ from PIL import Image
 from harness import SHIPPED_MODEL_DIR
 from harness.images import catalogue_photo, encode, garment
 from harness.server import free_port
+from service.inference.convert import ARTIFACTS
 from service.inference.model import list_versions, load_version
+from service.settings import DEFAULT_RUNTIME
 from tests import container
 from tests.podman import BASE_IMAGE, IMAGE, Container, Podman, api_compose_file, cache_dir
 from tests.skips import require_program
@@ -30,9 +35,13 @@ from tests.test_metrics import REQUESTS_TOTAL, scrape, total
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 
-# Just above the size measured on the stand-in base (docs/operations.md, "Testing the
-# image"): catch a regrowth of dead weight.
-MAX_IMAGE_BYTES = 2.0e9
+# Issue 27's targets for the image on the stand-in base: at most 350 MB over the base, ready
+# within 1.5 s of the entry script's start (docs/benchmarks.md, "The image", measures both).
+# The test times from the `podman run` call, podman's own work included, on a machine other
+# tests load: three times the target still fails a start that converts the model again.
+MAX_BYTES_OVER_BASE = 350e6
+START_TARGET_S = 1.5
+START_MARGIN = 3
 PHOTO = encode(catalogue_photo(garment(label=2)), "JPEG", quality=95)
 OTHER = encode(garment(label=8), "PNG")
 
@@ -72,7 +81,9 @@ def probabilities(prediction: dict) -> np.ndarray:
 
 def test_image_is_ready_and_serves_the_shipped_model(api):
     assert requests.get(api.url + "/readyz", timeout=5).json()["status"] == "ready"
-    assert api.ready_seconds < 60, "the HEALTHCHECK's start period is 60 s"
+    assert api.ready_seconds < START_TARGET_S * START_MARGIN, api.logs()
+    (start_period,) = re.findall(r"--start-period=(\d+)s", container.only("HEALTHCHECK"))
+    assert START_TARGET_S * START_MARGIN <= int(start_period)
     model = requests.get(api.url + "/v1/models/fashion_mnist", timeout=5).json()
     (status,) = model["model_version_status"]
     assert int(status["version"]) == list_versions(SHIPPED_MODEL_DIR)[-1]
@@ -91,16 +102,42 @@ def test_predict_answers_all_three_request_forms_alike(api):
     np.testing.assert_allclose(probabilities(multipart[1]), probabilities(as_json[1]), atol=1e-6)
 
 
-def test_predictions_equal_the_shipped_model_run_on_the_host(api):
-    # The image and the tests install the same lock: the same model gives the same numbers.
+def model_input(api: Container, upload: bytes, content_type: str) -> np.ndarray:
+    """The 28x28 image the model sees for an upload, as the service's /preprocess shows it."""
     seen = requests.post(
-        api.url + "/preprocess", data=PHOTO, headers={"Content-Type": "image/jpeg"}, timeout=30
+        api.url + "/preprocess", data=upload, headers={"Content-Type": content_type}, timeout=30
     )
-    assert seen.status_code == 200
-    pixels = np.asarray(Image.open(io.BytesIO(seen.content)))[None]
-    host = load_version(SHIPPED_MODEL_DIR, list_versions(SHIPPED_MODEL_DIR)[-1]).predict(pixels)
-    (served,) = predict(api, data=PHOTO, headers={"Content-Type": "image/jpeg"})
-    np.testing.assert_allclose(probabilities(served), host[0], atol=1e-5)
+    assert seen.status_code == 200, seen.text
+    return np.asarray(Image.open(io.BytesIO(seen.content)))
+
+
+def test_every_request_form_answers_the_hosts_litert_probabilities(api):
+    # The image and the tests install the same LiteRT and load the same exported artifact of
+    # the shipped version: the same numbers, all three forms of /predict alike.
+    pixels = np.stack([model_input(api, PHOTO, "image/jpeg"), model_input(api, OTHER, "image/png")])
+    shipped = load_version(SHIPPED_MODEL_DIR, list_versions(SHIPPED_MODEL_DIR)[-1], DEFAULT_RUNTIME)
+    host = shipped.predict(pixels)
+    files = [("image", ("photo.jpg", PHOTO, "image/jpeg")), ("image", ("o.png", OTHER))]
+    instances = [
+        {"b64": base64.b64encode(PHOTO).decode()},
+        {"b64": base64.b64encode(OTHER).decode()},
+    ]
+    forms = {
+        "raw": predict(api, data=PHOTO, headers={"Content-Type": "image/jpeg"}),
+        "multipart": predict(api, files=files),
+        "json": predict(api, json={"instances": instances}),
+    }
+    assert [len(served) for served in forms.values()] == [1, 2, 2]
+    for form, served in forms.items():
+        for prediction, expected in zip(served, host, strict=False):
+            np.testing.assert_allclose(probabilities(prediction), expected, atol=1e-6, err_msg=form)
+
+
+def test_the_image_has_no_tensorflow(podman):
+    result = podman("run", "--rm", "--network=none", IMAGE, "python", "-c", "import tensorflow",
+                    check=False)  # fmt: skip
+    assert result.returncode != 0
+    assert "No module named 'tensorflow'" in result.stderr, result.stderr
 
 
 def test_metrics_are_on_their_own_port_only(api):
@@ -171,7 +208,7 @@ def test_installed_packages_are_the_runtime_lock_without_the_build_tools(podman)
     installed = {container.canonicalize_name(name): v for name, v in installed.items()}
     locked = container.locked_versions(container.RUNTIME_LOCK, environment)
     removed = container.uninstalled_in_builder()
-    assert removed == {"pip", "setuptools", "wheel"}
+    assert removed == {"pip", "setuptools"}, "the installers venv puts in, and nothing else"
     assert installed == {name: v for name, v in locked.items() if name not in removed}
 
 
@@ -187,8 +224,57 @@ def test_the_image_holds_no_pip_and_no_caches(podman):
     assert no_pip == "True" and pip_scripts == "False"
     assert caches.strip() == "[]"
     size = podman.inspect_image()["Size"]
-    print(f"{IMAGE}: {size / 1e9:.2f} GB")
-    assert size < MAX_IMAGE_BYTES
+    base = json.loads(podman("image", "inspect", BASE_IMAGE).stdout)[0]["Size"]
+    assert size - base <= MAX_BYTES_OVER_BASE, f"{size / 1e6:.0f} MB on a {base / 1e6:.0f} MB base"
+
+
+@pytest.fixture
+def version_without_its_artifact() -> Iterator[Path]:
+    """Version 2: a copy of the shipped version without the LiteRT artifact of the runtime the
+    image serves, in a folder the image's user can read."""
+    folder = Path(tempfile.mkdtemp(prefix="fmnist-unconverted-"))
+    folder.chmod(0o755)
+    copy = folder / "2"
+    shutil.copytree(SHIPPED_MODEL_DIR / str(list_versions(SHIPPED_MODEL_DIR)[-1]), copy)
+    (copy / ARTIFACTS[DEFAULT_RUNTIME]).unlink()
+    yield copy
+    shutil.rmtree(folder)
+
+
+def test_a_version_without_its_litert_artifact_is_refused_and_the_served_one_answers(
+    podman, version_without_its_artifact
+):
+    shipped = str(list_versions(SHIPPED_MODEL_DIR)[-1])
+    server = Container(podman, "fmnist-test-refusal", free_port(), free_port())
+    server.start(
+        f"--volume={version_without_its_artifact}:/app/models/fashion_mnist/2:ro",
+        "--env=FMNIST_MODEL_VERSIONS=all",  # both are candidates
+    )
+    try:
+        workers = int(container.compose()["services"]["api"]["environment"]["FMNIST_WORKERS"])
+        # Each worker refuses it once, without TensorFlow to convert it, and counts that.
+        failures = "fmnist_model_load_failures_total"
+        counted = scrape(server, until=lambda s: total(s, failures) >= workers)
+        assert total(counted, failures, reason="missing_artifact") == workers
+        assert total(counted, failures) == workers
+        artifact = ARTIFACTS[DEFAULT_RUNTIME]
+        refusals = [
+            line for line in server.logs().splitlines() if "version 2 is not served" in line
+        ]
+        assert len(refusals) == workers, server.logs()
+        for line in refusals:
+            assert artifact in line and "python -m training --from-version" in line, line
+            assert "--serving-artifacts" in line, line
+        assert "Traceback" not in server.logs()
+        status = requests.get(server.url + "/v1/models/fashion_mnist", timeout=10).json()
+        states = {s["version"]: s for s in status["model_version_status"]}
+        assert states.keys() == {shipped, "2"}
+        assert states[shipped]["state"] == "AVAILABLE"
+        assert states["2"]["state"] == "END"
+        assert artifact in states["2"]["status"]["error_message"]
+        assert predict(server, data=OTHER, headers={"Content-Type": "image/png"})
+    finally:
+        server.stop()
 
 
 def test_sigterm_lets_an_in_flight_request_finish_and_exits_0(podman):
@@ -234,7 +320,8 @@ def test_podman_compose_brings_up_the_api_service(podman, tmp_path):
         assert config["HostConfig"]["ReadonlyRootfs"] is True
         limits = container.compose()["services"]["api"]["deploy"]["resources"]["limits"]
         assert config["HostConfig"]["NanoCpus"] == float(limits["cpus"]) * 10**9
-        assert config["HostConfig"]["Memory"] == int(limits["memory"].rstrip("g")) * 2**30
+        amount, unit = limits["memory"][:-1], limits["memory"][-1]
+        assert config["HostConfig"]["Memory"] == int(amount) * {"m": 2**20, "g": 2**30}[unit]
         assert_unprivileged(server)
         # podman-compose 1.0.3 ignores stop_grace_period: stop with compose's own grace period.
         grace = container.compose()["services"]["api"]["stop_grace_period"].rstrip("s")
