@@ -29,9 +29,9 @@ from pathlib import Path
 from benchmarks import gil_profile
 from benchmarks.wrk import multipart_body, progress, sample_png, wrk
 from harness import ROOT, procfs
+from harness.container import compose
+from harness.podman import BASE_IMAGE, IMAGE, Container, Podman, cache_dir
 from harness.server import free_port
-from tests.container import compose
-from tests.podman import BASE_IMAGE, IMAGE, Container, Podman, cache_dir
 
 SECTION = "## The image"
 CONCURRENCY = 32

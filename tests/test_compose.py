@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import ROOT, nginx
-from tests import container
+from harness import ROOT, container, nginx
 from tests.grafana import GRAFANA_DIR, load_dashboard, panels
 from tests.skips import require_program
 

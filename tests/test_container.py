@@ -18,9 +18,8 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from harness import ROOT
+from harness import ROOT, container
 from harness.server import free_port
-from tests import container
 
 HADOLINT = Path(sys.executable).parent / "hadolint"
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")

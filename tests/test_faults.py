@@ -22,9 +22,9 @@ import pytest
 import requests
 
 from harness.images import encode, garment
+from harness.podman import Container
 from harness.server import LiveServer
 from harness.slow_clients import SlowClients, probe
-from tests.podman import Container
 
 pytestmark = pytest.mark.slow
 

@@ -21,14 +21,13 @@ import pytest
 import requests
 from PIL import Image
 
-from harness import SHIPPED_MODEL_DIR
+from harness import SHIPPED_MODEL_DIR, container
 from harness.images import catalogue_photo, encode, garment
+from harness.podman import BASE_IMAGE, IMAGE, Container, Podman, api_compose_file, cache_dir
 from harness.server import free_port
 from service.inference.convert import ARTIFACTS
 from service.inference.model import list_versions, load_version
 from service.settings import DEFAULT_RUNTIME
-from tests import container
-from tests.podman import BASE_IMAGE, IMAGE, Container, Podman, api_compose_file, cache_dir
 from tests.skips import require_program
 from tests.test_faults import SHUTDOWN, in_flight, read_response, start_request, wait_for
 from tests.test_metrics import REQUESTS_TOTAL, scrape, total

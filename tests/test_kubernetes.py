@@ -15,9 +15,8 @@ import pytest
 import requests
 import yaml
 
-from harness import ROOT
+from harness import ROOT, container
 from harness.nginx import seconds, shipped, shipped_directives, size
-from tests import container
 
 K8S_DIR = ROOT / "deploy" / "k8s"
 KUBERNETES_VERSION = "1.37.0"

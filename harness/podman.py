@@ -22,7 +22,7 @@ import requests
 import yaml
 
 from harness import procfs
-from tests.container import ROOT, compose, service_port_defaults
+from harness.container import ROOT, compose, service_port_defaults
 
 # python:3.11-slim cannot be pulled where no registry is reachable: Debian 12's Python is 3.11 too.
 BASE_IMAGE = "localhost/base-py311:bookworm"
