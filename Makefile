@@ -16,7 +16,7 @@ LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --quiet \
 	--custom-compile-command "make lock"
 
 .PHONY: install lock serve train test test-fast lint fmt bench bench-json bench-mirror bench-runtimes \
-	bench-path bench-slow bench-decode profile soak clean
+	bench-path bench-slow bench-decode bench-image profile soak clean
 
 install: $(VENV)/.installed
 
@@ -72,6 +72,13 @@ bench-runtimes: install
 # Each step of one request in-process, beside what it replaced; writes docs/request-path.md.
 bench-path: install
 	$(BIN)/python -m benchmarks.request_path
+
+# The container image on the stand-in base: its size beside the base's, cold starts, memory
+# and CPU per request under load (needs podman, runc and wrk); writes docs/image.json and the
+# section "The image" of docs/benchmarks.md, from which the resources of docker-compose.yml and
+# deploy/k8s/ come (docs/operations.md, "Resources").
+bench-image: install
+	$(BIN)/python -m benchmarks.image
 
 # The slowest and most memory-hungry image of each format, with and without the decoding
 # budget (with DATA_DIR, also what decoding a large JPEG smaller does to the model input);

@@ -1,4 +1,4 @@
-"""The image on the stand-in base (tests/podman.py): its size beside the base's, its container's
+"""The image on the stand-in base (harness/podman.py): its size beside the base's, its container's
 cold start, its processes' memory and CPU per request under load, and that it holds no
 TensorFlow. The numbers behind the HEALTHCHECK's start period and the resources that
 docker-compose.yml and deploy/k8s/ request (docs/operations.md, "Resources").
@@ -8,7 +8,7 @@ another as compose runs the api service, each timed to its first /readyz 200 fro
 `podman run` call and from the entry script's start (the container's StartedAt), and drives the
 last one with wrk at concurrency 32.
 
-    .venv/bin/python -m benchmarks.image [--starts 5] [--seconds 10]
+    make bench-image   (.venv/bin/python -m benchmarks.image [--starts 5] [--seconds 10])
 
 Needs podman and runc (and mmdebstrap for a first stand-in base) and wrk; writes
 docs/image.json and the section "The image" of docs/benchmarks.md.
