@@ -54,7 +54,9 @@ class LiveServer(BackgroundProcess):
         self.remove_folder = remove_folder
         self.port = free_port()
         self.metrics_port = free_port()
+        self.grpc_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.grpc_target = f"127.0.0.1:{self.grpc_port}"  # a gRPC client's address
         self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         self.metrics_dir = log_path.parent / f"metrics-{self.port}"
         self.env = {
@@ -63,6 +65,7 @@ class LiveServer(BackgroundProcess):
             "HOST": "127.0.0.1",
             "FMNIST_METRICS_PORT": str(self.metrics_port),
             "FMNIST_METRICS_HOST": "127.0.0.1",
+            "FMNIST_GRPC_PORT": str(self.grpc_port),
             "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
             "PYTHON": sys.executable,
             "TF_CPP_MIN_LOG_LEVEL": "2",

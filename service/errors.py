@@ -157,10 +157,40 @@ class UnknownTensor(InvalidTensor):
         super().__init__(f"Unknown {kind} {sent!r}; the model's {kind} is {served!r}.")
 
 
+class UnknownVersionLabel(InvalidParameter):
+    """A TensorFlow Serving request names a version label; this server assigns none."""
+
+    def __init__(self, label: str) -> None:
+        # TF Serving's own words (and INVALID_ARGUMENT) for a label it does not know.
+        super().__init__(f"Unrecognized servable version label: {label[:40]}")
+
+
 class ModelNotReady(ServiceError):
     """No model version is loaded yet."""
 
     status, code = 503, "model_not_ready"
+
+
+# The gRPC status of each error (service/grpc/observed.py), the nearest class in an error's MRO
+# deciding: the canonical codes of https://grpc.github.io/grpc/core/md_doc_statuscodes.html,
+# by name, so that this module imports no gRPC. The stable code rides along in the trailing
+# metadata (fmnist-error-code), as Retry-After does (retry-after).
+GRPC_STATUS: dict[type[ServiceError], str] = {
+    ServiceError: "INVALID_ARGUMENT",
+    ModelNotFound: "NOT_FOUND",
+    BodyTooLarge: "RESOURCE_EXHAUSTED",
+    ImageTooLarge: "RESOURCE_EXHAUSTED",
+    BatchTooLarge: "RESOURCE_EXHAUSTED",
+    Overloaded: "UNAVAILABLE",
+    ModelNotReady: "UNAVAILABLE",
+    RequestTimeout: "DEADLINE_EXCEEDED",
+    DeadlineExceeded: "DEADLINE_EXCEEDED",
+}
+
+
+def grpc_status(error: ServiceError) -> str:
+    """The name of the gRPC status code an error answers with."""
+    return next(GRPC_STATUS[cls] for cls in type(error).__mro__ if cls in GRPC_STATUS)
 
 
 class HTTPAnswer:

@@ -169,11 +169,21 @@ def post_worker_init(worker: Worker) -> None:
     versions = worker_extension(worker, "versions")
     while versions is not None and not versions.wait_ready(1.0) and versions.error is None:
         worker.notify()
+    if versions is not None:  # the service's app (not a benchmark's): its gRPC server too
+        from service.grpc.server import serve  # after the fork: gRPC must not start in the master
+
+        worker.grpc_server = serve(worker.wsgi)
 
 
 def worker_exit(server: Arbiter, worker: Worker) -> None:
-    """Serve whatever the worker's batching queues still hold, then write the last metric
-    updates and log lines."""
+    """Let the worker's gRPC calls in flight finish (as gunicorn did its HTTP requests), serve
+    whatever the batching queues still hold, then write the last metric updates and log
+    lines."""
+    grpc_server = getattr(worker, "grpc_server", None)
+    if grpc_server is not None:
+        from service.grpc.server import stop
+
+        stop(grpc_server, SETTINGS.graceful_timeout)
     versions = worker_extension(worker, "versions")
     if versions is not None:
         versions.stop()

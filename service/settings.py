@@ -99,8 +99,9 @@ class Settings:
     requests not yet queued."""
     batch_queue_size: int = 0
     """Requests of a worker that may wait for the model before the next one answers 503
-    overloaded: 1 to threads. 0 (the default) means threads: every request the worker holds
-    may wait, and request_timeout bounds how long (503 deadline_exceeded)."""
+    overloaded: 1 to threads. 0 (the default) means threads, twice with gRPC on (its server has
+    as many): every request the worker holds may wait, and request_timeout bounds how long (503
+    deadline_exceeded)."""
     workers: int = 2
     """gunicorn worker processes (service/gunicorn.conf.py says why this many)."""
     threads: int = 16
@@ -121,7 +122,11 @@ class Settings:
     port: int = 8000
     """Public API port (read from PORT)."""
     host: str = "0.0.0.0"
-    """Address gunicorn binds (read from HOST)."""
+    """Address gunicorn binds (read from HOST), and the gRPC server too."""
+    grpc_port: int = 8001
+    """Port of each worker's gRPC server (the Open Inference Protocol's and TensorFlow Serving's
+    services, and grpc.health.v1), shared by the workers through SO_REUSEPORT (service/grpc/);
+    8001 as KServe and Triton; 0 switches gRPC off."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -178,8 +183,9 @@ class Settings:
 
     @property
     def queue_size(self) -> int:
-        """Requests a worker's batching queue holds: the setting, or one per thread."""
-        return self.batch_queue_size or self.threads
+        """Requests a worker's batching queue holds: the setting, or one per thread (the
+        gRPC server's threads included)."""
+        return self.batch_queue_size or self.threads * (2 if self.grpc_port else 1)
 
 
 BOUNDS: dict[str, Bounds] = {
@@ -199,6 +205,7 @@ BOUNDS: dict[str, Bounds] = {
     "graceful_timeout": Bounds(0),
     "metrics_port": PORT_RANGE,
     "port": PORT_RANGE,
+    "grpc_port": Bounds(0, 65535),
 }
 
 

@@ -12,7 +12,7 @@ import requests
 from harness import ROOT
 from harness.images import garment
 from harness.server import LiveServer
-from service.api.kserve_v2 import SERVER_VERSION
+from service.contract.kserve_v2 import SERVER_VERSION
 
 CLASS_COUNT = 10
 MODEL = "fashion_mnist"

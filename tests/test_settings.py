@@ -22,6 +22,7 @@ REFUSED = [
     ("FMNIST_MODEL_POLL_SECONDS", "-0.5", "from 0 to 86400"),
     ("FMNIST_MODEL_POLL_SECONDS", "nan", "from 0 to 86400"),
     ("FMNIST_MAX_BODY_BYTES", "0", "at least 1"),
+    ("FMNIST_GRPC_PORT", "65536", "from 0 to 65535"),
     ("FMNIST_MAX_PIXELS", "0", "at least 1"),
     ("FMNIST_MAX_BATCH", "0", "at least 1"),
     ("FMNIST_MAX_BATCH", "-3", "at least 1"),
@@ -60,6 +61,7 @@ ACCEPTED = [
     ("FMNIST_TIMEOUT", "0", "timeout", 0),
     ("FMNIST_LOG_LEVEL", "WARNING", "log_level", "WARNING"),
     ("PORT", "65535", "port", 65535),
+    ("FMNIST_GRPC_PORT", "0", "grpc_port", 0),
     ("HOST", "127.0.0.1", "host", "127.0.0.1"),
 ]
 
@@ -79,7 +81,9 @@ def test_the_edges_of_each_range_are_accepted(variable, value, field, expected):
 
 
 def test_the_queue_bound_follows_the_threads_whatever_their_number():
-    assert Settings.from_env({"FMNIST_THREADS": "5"}).queue_size == 5  # 0: one per thread
+    # 0: one per thread, the gRPC server's included
+    assert Settings.from_env({"FMNIST_THREADS": "5"}).queue_size == 10
+    assert Settings.from_env({"FMNIST_THREADS": "5", "FMNIST_GRPC_PORT": "0"}).queue_size == 5
     small = Settings.from_env({"FMNIST_THREADS": "5", "FMNIST_BATCH_QUEUE_SIZE": "2"})
     assert small.queue_size == 2
     with pytest.raises(ValueError, match="FMNIST_BATCH_QUEUE_SIZE='6'.*FMNIST_THREADS \\(5\\)"):

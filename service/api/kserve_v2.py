@@ -11,10 +11,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Request, Response, current_app, jsonify, request
 
 from service.api.openapi import MAX_BATCH, documented, empty, json_body, ok, ref
-from service.contract.kserve_v2 import INFERENCE_REFUSALS, InferenceRequest, RequestInput
+from service.contract.kserve_v2 import (
+    EXTENSIONS,
+    INFERENCE_REFUSALS,
+    PLATFORM,
+    SERVER_NAME,
+    SERVER_VERSION,
+    InferenceRequest,
+    RequestInput,
+    tensor_metadata,
+)
 from service.contract.reading import read
 from service.errors import (
     Answer,
@@ -39,13 +48,8 @@ from service.io.uploads import parse_json
 
 v2 = Blueprint("kserve_v2", __name__, url_prefix="/v2")
 
-SERVER_NAME = "fashion-mnist-serving"
-SERVER_VERSION = "0.1.0"  # pyproject.toml's version (a test keeps them equal)
-EXTENSIONS = ["binary_tensor_data"]
-PLATFORM = "tensorflow_savedmodel"  # Triton's name for a TensorFlow SavedModel
 HEADER_LENGTH = "Inference-Header-Content-Length"
 DATATYPES: dict[str, np.dtype[Any]] = {"UINT8": np.dtype("u1"), "FP32": np.dtype("<f4")}
-METADATA_DATATYPES = {"uint8": "UINT8", "float32": "FP32"}
 MAX_DIGITS = 18  # longer numbers are no version or length here (and int() refuses 4300+ digits)
 # What each route can answer besides 200, for the OpenAPI document (with /versions/N, also
 # ModelVersionNotFound). Model readiness answers 400 while loading: the protocol's false.
@@ -206,7 +210,7 @@ class InferCall:
     binary: bool
 
 
-def read_infer(received: Received) -> InferCall:
+def read_infer(received: Received[Request]) -> InferCall:
     """Read an inference request's body: JSON, then any binary tensor data after it."""
     model = received.model
     assert model is not None  # DataPlane.infer always names the version
@@ -222,15 +226,6 @@ def parse_version(text: str | None) -> int | None:
     if not (text.isascii() and text.isdigit() and len(text) <= MAX_DIGITS):
         raise ModelVersionNotFound(repr(text), dataplane().versions.served)
     return int(text)
-
-
-def tensor_metadata(spec: dict[str, Any]) -> dict[str, Any]:
-    """Describe a tensor of metadata.json the protocol's way: -1 for the batch dimension."""
-    return {
-        "name": spec["name"],
-        "datatype": METADATA_DATATYPES[spec["dtype"]],
-        "shape": [-1 if size is None else size for size in spec["shape"]],
-    }
 
 
 def read_body(model: LoadedModel) -> tuple[InferenceRequest, bytes]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Request, Response, jsonify, request
 from PIL import Image
 
 from service.api.openapi import PIXELS_EXAMPLE, documented, ok, ref, with_batch_limit
@@ -161,7 +161,7 @@ def preprocess() -> Response:
     return Response(buffer.getvalue(), mimetype="image/png")
 
 
-def read_upload(received: Received) -> Upload:
+def read_upload(received: Received[Request]) -> Upload:
     """Read an upload's images and parameters: for /predict, a batch of up to the batch limit;
     for /preprocess (no model), exactly one image, as one PNG answers one image."""
     req, settings, model = received.request, received.settings, received.model

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Request, Response, jsonify, request
 from werkzeug.routing import BaseConverter, IntegerConverter
 
 from service.api.openapi import MAX_BATCH, PIXELS_EXAMPLE, documented, json_body, ok, ref
@@ -171,7 +171,7 @@ class PredictCall:
     columnar: bool
 
 
-def read_predict(received: Received) -> PredictCall:
+def read_predict(received: Received[Request]) -> PredictCall:
     """Read a Predict body into images: JSON, the row or the columnar form, pixel values."""
     model = received.model
     assert model is not None  # DataPlane.infer always names the version

@@ -3,7 +3,7 @@ metadata, as MLServer declares them (its types/dataplane.py)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -18,6 +18,23 @@ from pydantic.json_schema import SkipJsonSchema
 from service.contract.reading import Refusals, Refused, Strict, says
 from service.contract.values import Probability, TensorData
 from service.errors import InvalidTensor, MalformedRequest, ServiceError, UnknownTensor
+
+# What both transports of the protocol answer about the server and the model (REST:
+# service/api/kserve_v2.py; gRPC: service/grpc/inference.py).
+SERVER_NAME = "fashion-mnist-serving"
+SERVER_VERSION = "0.1.0"  # pyproject.toml's version (a test keeps them equal)
+EXTENSIONS = ["binary_tensor_data"]
+PLATFORM = "tensorflow_savedmodel"  # Triton's name for a TensorFlow SavedModel
+METADATA_DATATYPES = {"uint8": "UINT8", "float32": "FP32"}
+
+
+def tensor_metadata(spec: dict[str, Any]) -> dict[str, Any]:
+    """Describe a tensor of metadata.json the protocol's way: -1 for the batch dimension."""
+    return {
+        "name": spec["name"],
+        "datatype": METADATA_DATATYPES[spec["dtype"]],
+        "shape": [-1 if size is None else size for size in spec["shape"]],
+    }
 
 
 class InputParameters(Strict):

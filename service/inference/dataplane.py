@@ -7,6 +7,10 @@ whole body under the request deadline (408), let the route's wire format turn it
 run them through that version's batcher under the same deadline (503), count the predictions.
 A protocol module only translates its wire format: the `read` function it passes, and the
 answer it shapes from the result. /preprocess runs the same steps up to the images.
+
+gRPC calls (service/grpc/) take the same sequence through `DataPlane.call`, the one both
+transports share: their message has arrived whole, and their deadline is the client's, capped
+by FMNIST_REQUEST_TIMEOUT. REST and gRPC requests of a worker queue in the same batcher.
 """
 
 from __future__ import annotations
@@ -38,13 +42,14 @@ class Decoded(Protocol):
 
 
 Parsed = TypeVar("Parsed", bound=Decoded)
+Message = TypeVar("Message")  # what a transport hands over: a Flask Request, a gRPC message
 
 
 @dataclass(frozen=True)
-class Received:
+class Received(Generic[Message]):
     """A request whose body has arrived within its deadline, and the version it names."""
 
-    request: Request
+    request: Message
     deadline: Deadline
     settings: Settings
     model: LoadedModel | None  # None for /preprocess, which runs no model
@@ -74,20 +79,54 @@ class DataPlane:
     def infer(
         self,
         request: Request,
-        read: Callable[[Received], Parsed],
+        read: Callable[[Received[Request]], Parsed],
         name: str | None = None,
         version: int | None = None,
     ) -> Inference[Parsed]:
-        """Run one request through the model version it names, `read` translating its body."""
-        model = self.model(name, version)  # 503 before reading a body while none is loaded
-        received = self.receive(request, model)
-        parsed = read(received)
-        g.images = len(parsed.images)
-        return Inference(model, parsed, self.predict(model, parsed.images, received.deadline))
+        """Run one REST request through the model version it names, `read` translating its
+        body, which is read whole under the request deadline first."""
+        deadline = Deadline(self.settings.request_timeout)
+        answer = self.call(request, deadline, read, name, version, receive=receive_body)
+        g.images = len(answer.request.images)
+        return answer
 
-    def preprocess(self, request: Request, read: Callable[[Received], Parsed]) -> Parsed:
+    def infer_message(
+        self,
+        message: Message,
+        timeout: float | None,
+        read: Callable[[Received[Message]], Parsed],
+        name: str | None = None,
+        version: int | None = None,
+    ) -> Inference[Parsed]:
+        """Run one gRPC message through the model version it names, `read` translating it,
+        within the client's `timeout` (None: none set), capped by the request time limit."""
+        limit = self.settings.request_timeout
+        deadline = Deadline(limit if timeout is None else min(timeout, limit))
+        return self.call(message, deadline, read, name, version)
+
+    def call(
+        self,
+        request: Message,
+        deadline: Deadline,
+        read: Callable[[Received[Message]], Parsed],
+        name: str | None,
+        version: int | None,
+        receive: Callable[[Message, Deadline], None] | None = None,
+    ) -> Inference[Parsed]:
+        """The sequence of every transport: find the version (404, or 503 while none is loaded,
+        before reading a body), `receive` the body under the deadline where it still arrives,
+        let `read` translate it into images, run them through the version's batcher, count."""
+        model = self.model(name, version)
+        if receive is not None:
+            receive(request, deadline)
+        parsed = read(Received(request, deadline, self.settings, model, self.metric_buffer))
+        return Inference(model, parsed, self.predict(model, parsed.images, deadline))
+
+    def preprocess(self, request: Request, read: Callable[[Received[Request]], Parsed]) -> Parsed:
         """Read a request as `infer` does, up to its images, without running the model."""
-        parsed = read(self.receive(request, None))
+        deadline = Deadline(self.settings.request_timeout)
+        receive_body(request, deadline)
+        parsed = read(Received(request, deadline, self.settings, None, self.metric_buffer))
         g.images = len(parsed.images)
         return parsed
 
@@ -100,12 +139,6 @@ class DataPlane:
         if name is not None and name != self.settings.model_name:
             raise ModelNotFound(name, self.settings.model_name)
         return self.versions.current(version)
-
-    def receive(self, request: Request, model: LoadedModel | None) -> Received:
-        """Start the request's deadline and read its whole body under it."""
-        deadline = Deadline(self.settings.request_timeout)
-        receive_body(request, deadline)
-        return Received(request, deadline, self.settings, model, self.metric_buffer)
 
     def predict(self, model: LoadedModel, images: np.ndarray, deadline: Deadline) -> np.ndarray:
         """Run a uint8 batch (N, 28, 28) on `model` within the deadline; count its predictions."""

@@ -40,6 +40,21 @@ REQUEST_LATENCY = Histogram(
     namespace=NAMESPACE,
     buckets=LATENCY_BUCKETS,
 )
+# gRPC's calls, in series of their own beside the HTTP ones (whose names dashboards and alerts
+# already read): by full method name (/package.Service/Method, a fixed set) and status code name.
+GRPC_REQUESTS = Counter(
+    "grpc_requests",
+    "gRPC calls answered, by full method name and status code.",
+    ["method", "code"],
+    namespace=NAMESPACE,
+)
+GRPC_REQUEST_LATENCY = Histogram(
+    "grpc_request_duration_seconds",
+    "Time from a gRPC call's start in the handler to its answer, by full method name.",
+    ["method"],
+    namespace=NAMESPACE,
+    buckets=LATENCY_BUCKETS,
+)
 IN_FLIGHT = Gauge(
     "http_requests_in_flight",
     "Requests being handled now, all live workers together.",
