@@ -15,7 +15,7 @@ JSON_PATHS_ARGS := $(if $(BENCH_BASELINE),--baseline $(BENCH_BASELINE))
 LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --quiet \
 	--custom-compile-command "make lock"
 
-.PHONY: install lock serve train test test-fast lint fmt bench bench-json bench-mirror bench-runtimes \
+.PHONY: install lock protos serve train test test-fast lint fmt bench bench-json bench-mirror bench-runtimes \
 	bench-path bench-slow bench-decode bench-image profile soak clean
 
 install: $(VENV)/.installed
@@ -33,6 +33,11 @@ $(VENV)/.installed: requirements-dev.lock
 lock: install
 	$(BIN)/uv pip compile $(LOCK_FLAGS) $(LOCK_ARGS) requirements-dev.txt -o requirements-dev.lock
 	$(BIN)/uv pip compile $(LOCK_FLAGS) requirements.txt -c requirements-dev.lock -o requirements.lock
+
+# Regenerate the gRPC message classes, service/grpc/generated/, from the .proto files in
+# service/grpc/protos/ (grpcio-tools); tests/test_grpc_protos.py fails while they differ.
+protos: install
+	$(BIN)/python -m service.grpc.generate
 
 serve: install
 	PORT=$(PORT) PYTHON=$(BIN)/python bin/serve
