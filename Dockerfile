@@ -40,6 +40,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     TMPDIR=/tmp \
     PROMETHEUS_MULTIPROC_DIR=/tmp/fmnist-metrics \
     PORT=8000 \
+    FMNIST_GRPC_PORT=8001 \
     FMNIST_METRICS_PORT=9100
 RUN groupadd --system --gid 10001 fmnist \
     && useradd --system --uid 10001 --gid fmnist --no-create-home --shell /usr/sbin/nologin fmnist
@@ -50,7 +51,8 @@ COPY bin/ bin/
 COPY service/ service/
 COPY models/ models/
 USER 10001:10001
-EXPOSE 8000 9100
+# REST, gRPC (both services and grpc.health.v1 on one port, in every worker), metrics.
+EXPOSE 8000 8001 9100
 # Ready, not merely alive: the model is loaded and warmed up (GET /readyz answers 200).
 # Python's standard library makes the request, so the image needs no curl. The start period
 # covers a cold start several times over on a busy node (docs/benchmarks.md, "The image").

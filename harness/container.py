@@ -17,6 +17,8 @@ from dockerfile_parse import DockerfileParser
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from service.settings import Settings
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -90,13 +92,18 @@ def compose() -> dict[str, Any]:
 
 @cache
 def service_port_defaults() -> dict[str, int]:
-    """The API and metrics ports gunicorn.conf.py binds by default."""
+    """The API and metrics ports gunicorn.conf.py binds by default, and the default gRPC port
+    every worker serves."""
     with mock.patch.dict(os.environ):
         for name in ("HOST", "PORT", "FMNIST_METRICS_PORT"):
             os.environ.pop(name, None)
         conf = runpy.run_path(str(ROOT / "service" / "gunicorn.conf.py"), run_name="gunicorn_conf")
     (bind,) = conf["bind"]
-    return {"api": int(bind.rsplit(":", 1)[1]), "metrics": conf["METRICS_PORT"]}
+    return {
+        "api": int(bind.rsplit(":", 1)[1]),
+        "grpc": Settings().grpc_port,
+        "metrics": conf["METRICS_PORT"],
+    }
 
 
 def builder_stages() -> list[dict[str, Any]]:

@@ -1,10 +1,11 @@
-"""A real nginx running the shipped front door (deploy/nginx/fashion-mnist.conf) in front of a
-local server, for tests/test_front_door.py and benchmarks/slow_clients.py.
+"""A real nginx running the shipped front door (deploy/nginx/fashion-mnist.conf, and with a
+gRPC port also fashion-mnist-grpc.conf) in front of a local server, for tests/test_front_door.py
+and benchmarks/slow_clients.py.
 
-Compose mounts that file inside the official image's http block. Here a main configuration of
-the test's own stands in for the image's: it holds only what the image's holds outside that
-file (the connection limit) and the paths nginx writes to, all in the test's folder. In the
-shipped file itself only two lines change: the upstream's address and the listen line.
+Compose mounts those files inside the official image's http block. Here a main configuration of
+the test's own stands in for the image's: it holds only what the image's holds outside those
+files (the connection limit) and the paths nginx writes to, all in the test's folder. In each
+shipped file only two lines change: the upstream's address and the listen line.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from harness.process import BackgroundProcess
 SHIPPED_CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "nginx" / "fashion-mnist.conf"
 SHIPPED_UPSTREAM = "api:8000"  # the compose service's API port
 SHIPPED_LISTEN = 8080  # the container port compose publishes
+SHIPPED_GRPC_CONFIG = SHIPPED_CONFIG.with_name("fashion-mnist-grpc.conf")
+SHIPPED_GRPC_UPSTREAM = "api:8001"  # the compose service's gRPC port
+SHIPPED_GRPC_LISTEN = 8081  # the container port compose publishes for gRPC
 DIRECTIVE = re.compile(r"^\s*([a-z_0-9]+)\s+([^;{]*?)\s*;", re.MULTILINE)
 
 # The official image's nginx.conf around the shipped file: its worker_connections (1024), and
@@ -38,15 +42,16 @@ http {{
     uwsgi_temp_path {folder}/uwsgi;
     scgi_temp_path {folder}/scgi;
     include {folder}/fashion-mnist.conf;
+    {grpc_include}
 }}
 """
 
 
-def shipped_directives(block: str = "") -> dict[str, list[str]]:
-    """Each simple directive of the shipped file (`name value;`), with every value it takes;
+def shipped_directives(block: str = "", config: Path = SHIPPED_CONFIG) -> dict[str, list[str]]:
+    """Each simple directive of a shipped file (`name value;`), with every value it takes;
     only those of the first top-level `block {...}` ("upstream"; "server", its own directives
     before its location) when one is named."""
-    text = SHIPPED_CONFIG.read_text()
+    text = config.read_text()
     if block:
         text = re.search(rf"^{block}\b[^{{]*{{([^}}]*)}}", text, re.MULTILINE)[1]
     found: dict[str, list[str]] = {}
@@ -55,9 +60,9 @@ def shipped_directives(block: str = "") -> dict[str, list[str]]:
     return found
 
 
-def shipped(name: str) -> str:
-    """The value of a directive the shipped file sets once."""
-    (value,) = shipped_directives()[name]
+def shipped(name: str, config: Path = SHIPPED_CONFIG) -> str:
+    """The value of a directive a shipped file sets once."""
+    (value,) = shipped_directives(config=config)[name]
     return value
 
 
@@ -73,23 +78,40 @@ def size(value: str) -> int:
     return int(number) * {None: 1, "k": 1024, "m": 1024**2}[unit and unit.lower()]
 
 
-def local_config(upstream_port: int, port: int) -> str:
-    """The shipped file with its upstream at 127.0.0.1:`upstream_port`, listening on `port`."""
-    text = SHIPPED_CONFIG.read_text()
+def local_config(upstream_port: int, port: int, grpc: bool = False) -> str:
+    """A shipped file (the gRPC one with `grpc`) with its upstream at
+    127.0.0.1:`upstream_port`, listening on `port`."""
+    config, upstream, listen = (
+        (SHIPPED_GRPC_CONFIG, SHIPPED_GRPC_UPSTREAM, f"{SHIPPED_GRPC_LISTEN} http2")
+        if grpc
+        else (SHIPPED_CONFIG, SHIPPED_UPSTREAM, str(SHIPPED_LISTEN))
+    )
+    text = config.read_text()
+    local_listen = listen.replace(listen.split()[0], f"127.0.0.1:{port}")
     for old, new in (
-        (f"server {SHIPPED_UPSTREAM};", f"server 127.0.0.1:{upstream_port};"),
-        (f"listen {SHIPPED_LISTEN};", f"listen 127.0.0.1:{port};"),
+        (f"server {upstream};", f"server 127.0.0.1:{upstream_port};"),
+        (f"listen {listen};", f"listen {local_listen};"),
     ):
-        assert text.count(old) == 1, f"{SHIPPED_CONFIG} should have one {old!r}"
+        assert text.count(old) == 1, f"{config} should have one {old!r}"
         text = text.replace(old, new)
     return text
 
 
 class FrontDoor(BackgroundProcess):
-    """An nginx process running the shipped file in front of 127.0.0.1:`upstream_port`."""
+    """An nginx process running the shipped file in front of 127.0.0.1:`upstream_port`; with
+    `grpc` (the server's gRPC port, nginx's), the shipped gRPC file as well."""
 
-    def __init__(self, binary: str, upstream_port: int, folder: Path, port: int) -> None:
+    def __init__(
+        self,
+        binary: str,
+        upstream_port: int,
+        folder: Path,
+        port: int,
+        grpc: tuple[int, int] | None = None,
+    ) -> None:
         super().__init__(folder / "nginx.log")
+        self.grpc = grpc
+        self.grpc_target = f"127.0.0.1:{grpc[1]}" if grpc else None
         self.binary = binary
         self.upstream_port = upstream_port
         self.folder = folder
@@ -101,9 +123,14 @@ class FrontDoor(BackgroundProcess):
         """Write both files, start nginx in the foreground, and wait until it proxies /healthz."""
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / "fashion-mnist.conf").write_text(local_config(self.upstream_port, self.port))
+        include = ""
+        if self.grpc:
+            grpc_file = self.folder / "fashion-mnist-grpc.conf"
+            grpc_file.write_text(local_config(*self.grpc, grpc=True))
+            include = f"include {grpc_file};"
         user = "user root;\n" if os.geteuid() == 0 else ""
         main = self.folder / "nginx.conf"
-        main.write_text(MAIN_CONFIG.format(folder=self.folder, user=user))
+        main.write_text(MAIN_CONFIG.format(folder=self.folder, user=user, grpc_include=include))
         self.launch(
             [self.binary, "-p", f"{self.folder}/", "-c", str(main), "-e", "stderr"]
             + ["-g", "daemon off;"]

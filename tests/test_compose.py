@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from harness import ROOT, container, nginx
+from service.settings import Settings
 from tests.grafana import GRAFANA_DIR, load_dashboard, panels
 from tests.skips import require_program
 
@@ -41,9 +42,9 @@ def test_api_is_built_from_the_dockerfile_and_publishes_nothing():
     api = services()["api"]
     ports = container.service_port_defaults()
     assert api["build"] == "."
-    # Clients reach it through nginx, Prometheus scrapes it: both inside the compose network.
+    # Clients reach it through nginx, Prometheus scrapes it: all inside the compose network.
     assert "ports" not in api
-    assert set(map(str, api["expose"])) == {str(ports["api"]), str(ports["metrics"])}
+    assert set(map(str, api["expose"])) == {str(port) for port in ports.values()}
 
 
 def test_nginx_is_the_official_image_at_an_exact_release():
@@ -51,22 +52,59 @@ def test_nginx_is_the_official_image_at_an_exact_release():
     assert EXACT_NGINX.match(image), f"{image}: nginx:MAJOR.MINOR.PATCH[-alpine], no moving tag"
 
 
-def test_nginx_publishes_the_api_on_its_port_and_proxies_the_api_service():
+def test_nginx_publishes_the_api_on_its_ports_and_proxies_the_api_service():
     ports = container.service_port_defaults()
     published = [port for service in services().values() for port in service.get("ports", [])]
     (api_port,) = [port for port in published if port.split(":")[0] == str(ports["api"])]
-    assert services()["nginx"]["ports"] == [api_port] == [f"{ports['api']}:{nginx.SHIPPED_LISTEN}"]
+    (grpc_port,) = [port for port in published if port.split(":")[0] == str(ports["grpc"])]
+    assert services()["nginx"]["ports"] == [api_port, grpc_port]
+    assert api_port == f"{ports['api']}:{nginx.SHIPPED_LISTEN}"
+    assert grpc_port == f"{ports['grpc']}:{nginx.SHIPPED_GRPC_LISTEN}"
     assert nginx.SHIPPED_UPSTREAM == f"api:{ports['api']}"
+    assert nginx.SHIPPED_GRPC_UPSTREAM == f"api:{ports['grpc']}"
     assert services()["nginx"]["depends_on"]["api"]["condition"] == "service_healthy"
 
 
-def test_nginx_mounts_the_front_door_configuration_read_only():
-    (volume,) = services()["nginx"]["volumes"]
-    assert volume.endswith(":ro")
-    # Inside the image's http block, in place of its default server.
-    config = mounts("nginx")["/etc/nginx/conf.d/default.conf"]
-    assert config == nginx.SHIPPED_CONFIG.relative_to(ROOT).as_posix()
+def test_nginx_mounts_both_front_door_configurations_read_only():
+    assert all(volume.endswith(":ro") for volume in services()["nginx"]["volumes"])
+    # Inside the image's http block, the REST file in place of its default server.
+    assert mounts("nginx") == {
+        "/etc/nginx/conf.d/default.conf": nginx.SHIPPED_CONFIG.relative_to(ROOT).as_posix(),
+        "/etc/nginx/conf.d/grpc.conf": nginx.SHIPPED_GRPC_CONFIG.relative_to(ROOT).as_posix(),
+    }
     assert services()["nginx"]["read_only"] is True
+
+
+# The gRPC front door's client limits are the REST one's, and its upstream timeouts its proxy's.
+SAME_LIMITS = (
+    "server_tokens",
+    "client_header_timeout",
+    "client_body_timeout",
+    "send_timeout",
+    "keepalive_timeout",
+    "client_body_buffer_size",
+    "large_client_header_buffers",
+)
+
+
+def test_grpc_front_door_has_the_rest_front_doors_limits():
+    rest = nginx.shipped_directives("server")
+    grpc = nginx.shipped_directives("server", nginx.SHIPPED_GRPC_CONFIG)
+    for name in SAME_LIMITS:
+        assert grpc[name] == rest[name], name
+    for name in ("connect_timeout", "send_timeout", "read_timeout"):
+        assert nginx.shipped(f"grpc_{name}", nginx.SHIPPED_GRPC_CONFIG) == nginx.shipped(
+            f"proxy_{name}"
+        ), name
+    # A message over FMNIST_MAX_BODY_BYTES reaches the service, which refuses it with its own
+    # status and code; nginx's cap stops only what goes on past it.
+    body_cap = nginx.size(nginx.shipped("client_max_body_size", nginx.SHIPPED_GRPC_CONFIG))
+    assert Settings().max_body_bytes < body_cap <= Settings().max_body_bytes + 2**20
+    headers = nginx.shipped_directives(config=nginx.SHIPPED_GRPC_CONFIG)["grpc_set_header"]
+    assert dict(value.split(None, 1) for value in headers) == {
+        "X-Request-ID": "$fmnist_request_id",
+        "X-Forwarded-For": "$remote_addr",
+    }
 
 
 def test_api_healthcheck_is_the_images_healthcheck():

@@ -154,11 +154,12 @@ def test_runs_as_a_non_root_user():
     assert user.isdigit(), "a numeric uid lets Kubernetes check runAsNonRoot"
 
 
-def test_exposes_the_services_api_and_metrics_ports():
+def test_exposes_the_services_api_grpc_and_metrics_ports():
     defaults = container.service_port_defaults()
-    assert container.exposed_ports() == {defaults["api"], defaults["metrics"]}
+    assert container.exposed_ports() == {defaults["api"], defaults["grpc"], defaults["metrics"]}
     env = container.image_env()
     assert int(env["PORT"]) == defaults["api"]
+    assert int(env["FMNIST_GRPC_PORT"]) == defaults["grpc"]
     assert int(env["FMNIST_METRICS_PORT"]) == defaults["metrics"]
 
 

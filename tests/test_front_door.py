@@ -1,9 +1,12 @@
-"""The front door: Debian's nginx running deploy/nginx/fashion-mnist.conf, the file compose
-mounts, in front of a real gunicorn (tests/nginx.py changes only its upstream and listen lines).
+"""The front door: Debian's nginx running deploy/nginx/fashion-mnist.conf and
+fashion-mnist-grpc.conf, the files compose mounts, in front of a real gunicorn
+(harness/nginx.py changes only their upstream and listen lines).
 
 Silent connections, header tricklers and stalled bodies by the dozen cost a probe request nothing
 through it, and nginx cuts each within the shipped timeouts; requests pass with their id, the
-body limit is the service's and the header limits are gunicorn's or tighter.
+body limit is the service's and the header limits are gunicorn's or tighter. One gRPC channel's
+calls reach every worker through it, and a message over the service's limit gets the service's
+own refusal.
 """
 
 from __future__ import annotations
@@ -12,12 +15,14 @@ import runpy
 import time
 from collections.abc import Iterator
 
+import grpc
 import pytest
 import requests
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from harness import ROOT
 from harness.nginx import FrontDoor, raw_exchange, seconds, shipped, shipped_directives, size
-from harness.procfs import client_sockets
+from harness.procfs import ESTABLISHED, client_sockets, socket_inodes, tcp_sockets
 from harness.server import LiveServer, free_port
 from harness.slow_clients import PROBE_PNG, SlowClients, probe_meanwhile
 from service.settings import Settings
@@ -34,7 +39,9 @@ GUNICORN_LINE_LIMIT = 8190  # gunicorn.conf.py's limit_request_line and limit_re
 def front_door(live_server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     """nginx with the shipped configuration in front of the session's gunicorn."""
     folder = tmp_path_factory.mktemp("nginx")
-    door = FrontDoor(require_program("nginx"), live_server.port, folder, free_port()).start()
+    grpc_ports = (live_server.grpc_port, free_port())
+    door = FrontDoor(require_program("nginx"), live_server.port, folder, free_port(), grpc_ports)
+    door.start()
     yield door
     door.stop()
 
@@ -169,3 +176,46 @@ def test_header_limits_are_no_larger_than_gunicorns(
     refused = raw_exchange(front_door.port, request(nginx_longest + 1))
     assert refused.split(b" ", 2)[1] in {b"400", b"414"}, refused[:200]
     assert b"<center>nginx</center>" in refused, "nginx refuses it itself"
+
+
+MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
+
+
+def grpc_connections(server: LiveServer) -> list[int]:
+    """How many connections to the gRPC port each worker holds now."""
+    accepted = tcp_sockets(ESTABLISHED, server.grpc_port)
+    return [len(socket_inodes(pid) & accepted) for pid in server.worker_pids()]
+
+
+def check_at_once(target: str, calls: int) -> None:
+    """Send `calls` health checks at once on one channel; all must answer SERVING."""
+    with grpc.insecure_channel(target) as channel:
+        check = health_pb2_grpc.HealthStub(channel).Check
+        futures = [check.future(health_pb2.HealthCheckRequest(), timeout=10) for _ in range(calls)]
+        answers = [future.result().status for future in futures]
+    assert answers == [health_pb2.HealthCheckResponse.SERVING] * calls
+
+
+def test_one_grpc_channels_calls_reach_every_worker_through_nginx(front_door, live_server):
+    # Directly, a channel is one connection, accepted by one worker: all its calls go there.
+    before = grpc_connections(live_server)
+    with grpc.insecure_channel(f"127.0.0.1:{live_server.grpc_port}") as channel:
+        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        direct = [
+            now - then for now, then in zip(grpc_connections(live_server), before, strict=True)
+        ]
+    assert sorted(direct) == [0, 1], direct
+    # Through nginx, each call in flight has an upstream connection of its own, and nginx keeps
+    # the idle ones (keepalive 16): the kernel spread them over both workers.
+    check_at_once(front_door.grpc_target, 32)
+    assert all(held >= 1 for held in grpc_connections(live_server)), grpc_connections(live_server)
+
+
+def test_a_grpc_message_over_the_limit_gets_the_services_refusal_through_nginx(front_door):
+    limit = Settings().max_body_bytes
+    with grpc.insecure_channel(front_door.grpc_target) as channel:
+        infer = channel.unary_unary(MODEL_INFER)  # bytes in, bytes out
+        with pytest.raises(grpc.RpcError) as refused:
+            infer(b"\0" * (limit + 1), timeout=30)
+    # The service's status, not nginx's 413 (which a gRPC client reads as UNKNOWN).
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, refused.value

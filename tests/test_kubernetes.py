@@ -10,10 +10,12 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import grpc
 import kubernetes_validate
 import pytest
 import requests
 import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from harness import ROOT, container
 from harness.nginx import seconds, shipped, shipped_directives, size
@@ -97,29 +99,46 @@ def test_deployment_and_inference_service_run_the_composed_image():
 def test_container_ports_are_the_dockerfiles_and_the_services_defaults():
     defaults = container.service_port_defaults()
     ports = {p["name"]: p["containerPort"] for p in api_container()["ports"]}
-    assert ports == {"http": defaults["api"], "metrics": defaults["metrics"]}
+    assert ports == {
+        "http": defaults["api"],
+        "grpc": defaults["grpc"],
+        "metrics": defaults["metrics"],
+    }
     assert set(ports.values()) == container.exposed_ports()
 
 
-def test_service_routes_both_ports_to_the_pods():
+def test_service_routes_every_port_to_the_pods():
     service = one("Service")
     pod_labels = one("Deployment")["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
     container_ports = {p["name"]: p["containerPort"] for p in api_container()["ports"]}
     routed = {p["targetPort"]: p["port"] for p in service["spec"]["ports"]}
     assert routed == container_ports
+    # Gateways and meshes speak HTTP/2 to the gRPC port, HTTP/1.1 to the others.
+    protocols = {p["name"]: p.get("appProtocol") for p in service["spec"]["ports"]}
+    assert protocols == {"http": None, "grpc": "grpc", "metrics": None}
 
 
-def test_probes_are_the_images_healthcheck_and_liveness(live_server):
-    probes = {
-        kind: api_container()[kind]["httpGet"]
-        for kind in ("readinessProbe", "livenessProbe", "startupProbe")
-    }
-    assert probes["readinessProbe"]["path"] == container.healthcheck_path() == "/readyz"
-    assert probes["livenessProbe"]["path"] == "/healthz"
-    assert {probe["port"] for probe in probes.values()} == {"http"}
+def test_probes_are_the_images_healthcheck_and_the_grpc_health_service(live_server):
+    probes = {kind: api_container()[kind] for kind in ("readinessProbe", "startupProbe")}
+    assert probes["readinessProbe"]["httpGet"]["path"] == container.healthcheck_path() == "/readyz"
+    assert probes["startupProbe"]["httpGet"]["path"] == "/healthz"
+    assert {probe["httpGet"]["port"] for probe in probes.values()} == {"http"}
     for probe in probes.values():
-        assert answers_200(live_server.url + probe["path"]), probe["path"]
+        assert answers_200(live_server.url + probe["httpGet"]["path"]), probe
+    # Liveness asks the standard health service on the gRPC port (no service name: the server's).
+    liveness = api_container()["livenessProbe"]
+    assert liveness["grpc"] == {"port": container.service_port_defaults()["grpc"]}
+    assert grpc_serving(f"127.0.0.1:{live_server.grpc_port}")
+
+
+def grpc_serving(target: str) -> bool:
+    """Whether grpc.health.v1's Check of the whole server (service "") answers SERVING, as the
+    kubelet's gRPC probe asks it."""
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        answer = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+    return answer.status == health_pb2.HealthCheckResponse.SERVING
 
 
 def answers_200(url: str, timeout: float = 60) -> bool:
@@ -143,6 +162,23 @@ def test_predictor_speaks_v2_on_the_api_port_with_the_same_probes():
     annotations = one("InferenceService")["spec"]["predictor"]["annotations"]
     assert annotations["prometheus.kserve.io/port"] == str(defaults["metrics"])
     assert annotations["prometheus.kserve.io/path"] == "/metrics"
+
+
+def test_predictor_documents_grpc_v2_on_the_grpc_port():
+    # Knative routes one port: gRPC is the documented alternative, in the manifest's comment.
+    text = (K8S_DIR / "kserve" / "inferenceservice.yaml").read_text()
+    block = "\n".join(re.findall(r"^\s*#   (.*)$", text, re.MULTILINE))
+    predictor = yaml.safe_load(block)["predictor"]
+    assert predictor["protocolVersion"] == "grpc-v2"
+    (box,) = predictor["containers"]
+    assert box["name"] == predictor_container()["name"]
+    assert box["ports"] == [
+        {
+            "name": "h2c",
+            "containerPort": container.service_port_defaults()["grpc"],
+            "protocol": "TCP",
+        }
+    ]
 
 
 def test_inference_service_required_fields():
