@@ -27,6 +27,7 @@ INTEGRATION_FIXTURES = frozenset(
         "deadline_server",
         "stall_server",
         "shipped_server",
+        "one_worker",
         "browser",
         "podman",
     }
