@@ -15,8 +15,8 @@ JSON_PATHS_ARGS := $(if $(BENCH_BASELINE),--baseline $(BENCH_BASELINE))
 LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --quiet \
 	--custom-compile-command "make lock"
 
-.PHONY: install lock protos serve train test test-fast lint fmt bench bench-json bench-mirror bench-runtimes \
-	bench-path bench-slow bench-decode bench-image profile soak clean
+.PHONY: install lock protos serve train test test-fast lint fmt bench bench-json bench-grpc bench-mirror \
+	bench-runtimes bench-path bench-slow bench-decode bench-image profile soak clean
 
 install: $(VENV)/.installed
 
@@ -54,15 +54,22 @@ test-fast: install
 	$(BIN)/python -m pytest -m "not slow and not container and not dataset and not integration"
 
 # Load benchmark (needs wrk: apt-get install wrk); writes docs/benchmarks.md, then the JSON
-# paths' docs/json-paths.md (bench-json, below).
+# paths' docs/json-paths.md (bench-json, below), then gRPC beside REST (bench-grpc, below).
 bench: install
 	$(BIN)/python -m benchmarks.load --sweep
 	$(BIN)/python -m benchmarks.json_paths $(JSON_PATHS_ARGS)
+	$(BIN)/python -m benchmarks.grpc_load
 
 # /v2 infer and /predict with pixel arrays, batch 1 and 64; BENCH_BASELINE=REF also measures
 # that commit, side by side. Writes docs/json-paths.md.
 bench-json: install
 	$(BIN)/python -m benchmarks.json_paths $(JSON_PATHS_ARGS)
+
+# gRPC ModelInfer beside REST /v2 infer (binary tensors) and multipart /predict, batch 1 and 64,
+# concurrency 1, 8 and 32 (needs h2load: apt-get install nghttp2-client); writes docs/grpc.json
+# and the section "gRPC and REST" of docs/benchmarks.md.
+bench-grpc: install
+	$(BIN)/python -m benchmarks.grpc_load
 
 # Mirror averaging's cost and accuracy, the shipped model against its bare network (needs
 # DATA_DIR, the Fashion-MNIST files, and wrk); writes docs/mirror-averaging.md.

@@ -98,7 +98,9 @@ def markdown(results: dict) -> str:
             )
     if "sweep" in results:
         lines += sweep_markdown(results["sweep"])
-    return "\n".join(lines + against_targets(results) + image_section() + profile_section())
+    return "\n".join(
+        lines + against_targets(results) + image_section() + grpc_section() + profile_section()
+    )
 
 
 def spread(result: dict) -> str:
@@ -271,3 +273,14 @@ def image_section() -> list[str]:
     from benchmarks import image  # podman's helpers, only when there is a recorded image
 
     return ["", image.markdown(json.loads(recorded.read_text())).rstrip("\n")]
+
+
+def grpc_section() -> list[str]:
+    """The section "gRPC and REST" that benchmarks/grpc_load.py last wrote (docs/grpc.json),
+    if any."""
+    recorded = ROOT / "docs" / "grpc.json"
+    if not recorded.exists():
+        return []
+    from benchmarks import grpc_load  # the gRPC clients' modules, only when there is a record
+
+    return ["", grpc_load.markdown(json.loads(recorded.read_text())).rstrip("\n")]
