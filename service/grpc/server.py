@@ -3,8 +3,8 @@
 One server per worker, started after the fork (gunicorn.conf.py's post_worker_init, once the
 worker's model is loaded) with the worker's app, so its calls reach the same data plane and
 batcher as the worker's REST requests and share their model calls. Every worker binds the
-port with SO_REUSEPORT, as its HTTP listener (FMNIST_REUSE_PORT): the kernel spreads new
-connections over the workers. gRPC keeps a connection (HTTP/2) open and sends every call of a
+port with SO_REUSEPORT (Linux spreads new connections over the workers, as it does HTTP's with
+FMNIST_REUSE_PORT). gRPC keeps a connection (HTTP/2) open and sends every call of a
 channel down it, so one client channel is served by one worker; many channels spread.
 """
 
@@ -61,7 +61,9 @@ def build(app: Flask) -> grpc.Server:
         futures.ThreadPoolExecutor(settings.threads, thread_name_prefix="grpc"),
         interceptors=[Observed(app.extensions["instrumentation"])],
         options=[
-            ("grpc.so_reuseport", 1 if settings.reuse_port else 0),
+            # Always: every worker binds the port (FMNIST_REUSE_PORT is HTTP's choice between
+            # that and one shared socket, which gRPC's server cannot inherit from gunicorn).
+            ("grpc.so_reuseport", 1),
             # A message over the body limit is refused (RESOURCE_EXHAUSTED) by gRPC as it
             # arrives, before a thread or the data plane sees it.
             ("grpc.max_receive_message_length", settings.max_body_bytes),
