@@ -23,6 +23,7 @@ import yaml
 
 from harness import procfs
 from harness.container import ROOT, compose, service_port_defaults
+from harness.server import free_port
 
 # python:3.11-slim cannot be pulled where no registry is reachable: Debian 12's Python is 3.11 too.
 BASE_IMAGE = "localhost/base-py311:bookworm"
@@ -186,6 +187,9 @@ class Container:
         self.name = name
         self.port = port
         self.metrics_port = metrics_port
+        # The host's network: a gRPC port of its own too, not the image's 8001, which another
+        # server (make serve, a second container of the same user) may hold or share.
+        self.grpc_port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
 
@@ -203,6 +207,7 @@ class Container:
             *compose_run_options(),
             f"--env=PORT={self.port}",
             f"--env=FMNIST_METRICS_PORT={self.metrics_port}",
+            f"--env=FMNIST_GRPC_PORT={self.grpc_port}",
             "--env=HOST=127.0.0.1",
             "--env=FMNIST_METRICS_HOST=127.0.0.1",
             *options,
