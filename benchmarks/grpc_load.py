@@ -350,7 +350,28 @@ def markdown(results: dict) -> str:
             f"{r['non_2xx']} | {r['socket_errors']} | {r['cpu_ms_per_request']:.2f} | "
             f"{held(r)} |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + findings(results)) + "\n"
+
+
+def findings(results: dict) -> list[str]:
+    """What the table says, in ratios read from it."""
+    rows = {(r["kind"], r["batch"], r["concurrency"]): r for r in results["levels"]}
+    top = max(CONCURRENCY)
+    lines = [""]
+    for batch in BATCHES:
+        grpc_, rest = rows[("grpc_v2", batch, top)], rows[("rest_v2_binary", batch, top)]
+        one, alone = rows[("grpc_v2_one_channel", batch, top)], rows[("grpc_v2", batch, 1)]
+        upload = rows[("predict_multipart", batch, top)]
+        lines.append(
+            f"- Batch {batch}, concurrency {top}: gRPC answered "
+            f"{grpc_['rps'] / rest['rps']:.2f}x the requests/s of REST with the same binary "
+            f"tensor and {grpc_['rps'] / upload['rps']:.2f}x those of PNG uploads; one channel "
+            f"answered {one['rps'] / grpc_['rps']:.2f}x what {top} connections did, every call "
+            "on the one worker that accepted it. A lone call: p50 "
+            f"{alone['p50_ms']:.2f} ms over gRPC, "
+            f"{rows[('rest_v2_binary', batch, 1)]['p50_ms']:.2f} ms over REST."
+        )
+    return lines
 
 
 def held(row: dict) -> str:
