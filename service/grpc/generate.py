@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -52,6 +53,9 @@ def generate(target: Path = GENERATED) -> None:
     from grpc_tools import protoc  # dev only: the service imports the generated modules
 
     include = Path(protoc.__file__).parent / "_proto"  # google/protobuf/*.proto
+    # protoc runs in a process of its own: in one that has loaded grpc's and protobuf's C
+    # extensions (a test process) grpc_tools' compiler can crash the interpreter.
+    compiler = [sys.executable, "-m", "grpc_tools.protoc", f"-I{PROTOS}", f"-I{include}"]
     files = proto_files()
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch)
@@ -59,8 +63,9 @@ def generate(target: Path = GENERATED) -> None:
             [f"--python_out={out}", f"--pyi_out={out}", *files],
             [f"--grpc_python_out={out}", *SERVICES],
         ):
-            if protoc.main(["protoc", f"-I{PROTOS}", f"-I{include}", *args]) != 0:
-                sys.exit(f"protoc failed on {PROTOS}")
+            result = subprocess.run([*compiler, *args], capture_output=True, text=True)
+            if result.returncode != 0:
+                sys.exit(f"protoc failed on {PROTOS}: {result.stderr.strip()}")
         modules = {name[: -len(".proto")].replace("/", ".") + "_pb2" for name in files}
         if target.exists():
             shutil.rmtree(target)
