@@ -132,6 +132,27 @@ def test_every_request_form_answers_the_hosts_litert_probabilities(api):
             np.testing.assert_allclose(probabilities(prediction), expected, atol=1e-6, err_msg=form)
 
 
+def test_grpc_in_the_image_answers_the_hosts_litert_probabilities(api):
+    # The image's workers serve the Open Inference Protocol over gRPC too (no TensorFlow for its
+    # generated messages): health, then infer with raw contents, as NVIDIA's client sends it.
+    import grpc
+    import tritonclient.grpc as grpcclient
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    target = f"127.0.0.1:{api.grpc_port}"
+    with grpc.insecure_channel(target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        answer = health.Check(health_pb2.HealthCheckRequest(), timeout=10)
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+    pixels = model_input(api, OTHER, "image/png")[np.newaxis]
+    shipped = load_version(SHIPPED_MODEL_DIR, list_versions(SHIPPED_MODEL_DIR)[-1], DEFAULT_RUNTIME)
+    client = grpcclient.InferenceServerClient(target)
+    tensor = grpcclient.InferInput("images", list(pixels.shape), "UINT8")
+    tensor.set_data_from_numpy(pixels)
+    result = client.infer("fashion_mnist", [tensor])
+    np.testing.assert_allclose(result.as_numpy("probabilities"), shipped.predict(pixels), atol=1e-6)
+
+
 def test_the_image_has_no_tensorflow(podman):
     result = podman("run", "--rm", "--network=none", IMAGE, "python", "-c", "import tensorflow",
                     check=False)  # fmt: skip
