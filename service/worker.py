@@ -19,12 +19,22 @@ import selectors
 import socket
 import time
 from functools import partial
+from types import FrameType
 
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
 
 class ParkingThreadWorker(ThreadWorker):
-    """A gthread worker whose threads never wait for a silent client's first bytes."""
+    """A gthread worker whose threads never wait for a silent client's first bytes, and whose
+    gRPC server (gunicorn.conf.py's post_worker_init) shuts down with its HTTP side."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """SIGTERM: besides gunicorn's graceful stop of HTTP, refuse new gRPC calls at once and
+        let those in flight finish within graceful_timeout (worker_exit waits for them)."""
+        grpc_server = getattr(self, "grpc_server", None)
+        if grpc_server is not None:
+            grpc_server.stop(self.cfg.graceful_timeout)  # returns at once
+        super().handle_exit(sig, frame)
 
     def enqueue_req(self, conn: TConn) -> None:
         """Run the connection in a thread if it has bytes to read; otherwise park it.

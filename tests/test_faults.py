@@ -171,6 +171,35 @@ def test_sigterm_lets_in_flight_requests_finish(make_server):
     assert server.process.wait(30) == 0
 
 
+def test_sigterm_refuses_new_grpc_calls_while_http_drains(make_server):
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    server = make_server(FMNIST_WORKERS="1")
+    sock = start_request(server, PNG, len(PNG) // 2, "image/png")
+    wait_for(lambda: in_flight(server) >= 1, 10, "the upload never reached a thread")
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+
+        def refused() -> bool:
+            try:
+                health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+            except grpc.RpcError as error:
+                return error.code() == grpc.StatusCode.UNAVAILABLE
+            return False
+
+        assert not refused()
+        assert server.process is not None
+        server.process.send_signal(signal.SIGTERM)
+        wait_for(lambda: SHUTDOWN in server.log_text(), 10, "the master never began shutting down")
+        # While gunicorn still drains the upload, the worker takes no new gRPC call.
+        wait_for(refused, 10, "the worker took new gRPC calls while draining")
+    sock.sendall(PNG[len(PNG) // 2 :])
+    status, body = read_response(sock)
+    assert status == 200 and b'"predictions"' in body
+    assert server.process.wait(30) == 0
+
+
 @pytest.fixture(scope="module")
 def deadline_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     """One worker with four threads and a 5-second request time limit."""
