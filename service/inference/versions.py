@@ -120,6 +120,10 @@ class ModelVersions:
         self.tf_threads = tf_threads
         self.batching = batching
         self.metric_buffer = metric_buffer  # handed to each version and its batcher
+        if metric_buffer is not None:
+            # Every reason's series exists from the start, at 0, so increase() sees the first.
+            for reason in (*FAILURE_REASONS.values(), "error"):
+                metrics.MODEL_LOAD_FAILURES.labels(reason)
         self.error: str | None = None
         self.failures: dict[int, VersionFailure] = {}
         self._served: dict[int, LoadedModel] = {}
