@@ -147,7 +147,7 @@ def markdown(image: dict) -> str:
         SECTION,
         "",
         "`python -m benchmarks.image` (`benchmarks/image.py`): the image built from the "
-        "Dockerfile with podman on the stand-in base (tests/podman.py: Debian 12's Python 3.11, "
+        "Dockerfile with podman on the stand-in base (harness/podman.py: Debian 12's Python 3.11, "
         "as python:3.11-slim cannot be pulled here), its containers run as docker-compose.yml "
         "runs the api service (2 workers, `litert-int8`), started one after another. Cold "
         "start: to the first `/readyz` 200, from the `podman run` call (podman's own work "

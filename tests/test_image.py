@@ -1,6 +1,6 @@
 """The real image: built from the Dockerfile with podman, run as docker-compose.yml runs it.
 
-The base is a local stand-in (tests/podman.py) because python:3.11-slim cannot be pulled here.
+The base is a local stand-in (harness/podman.py) because python:3.11-slim cannot be pulled here.
 Without podman these tests skip with the reason; FMNIST_REQUIRE_SYSTEM_TOOLS=1 (.ci/run) turns
 the skip into a failure.
 """
