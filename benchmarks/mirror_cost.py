@@ -227,7 +227,7 @@ def main() -> None:
     from service.inference.model import list_versions
     from training.data import load_split
     from training.export import load_network
-    from training.models import MIRROR_RAMP as ramp
+    from training.models import MIRROR_RAMP
 
     shipped = args.model_dir / str(list_versions(args.model_dir)[-1])
     test = load_split(
@@ -237,7 +237,7 @@ def main() -> None:
     try:
         progress("exporting the shipped network three ways")
         network = load_network(shipped)
-        ramps = dict(zip(NAMES, (None, ramp, "bare"), strict=True))
+        ramps = dict(zip(NAMES, (None, MIRROR_RAMP, "bare"), strict=True))
         model_dirs = {
             name: export_variant(network, r, shipped, scratch / name) for name, r in ramps.items()
         }
