@@ -259,9 +259,9 @@ def main() -> None:
         progress("test accuracy of the three")
         results = {
             "seconds": args.seconds,
-            "ramp": list(ramp),
+            "ramp": list(MIRROR_RAMP),
             "check_max_difference": difference,
-            "second_pass_share": float((top < ramp[1]).mean()),
+            "second_pass_share": float((top < MIRROR_RAMP[1]).mean()),
             "accuracy": {
                 name: test_accuracy(path, test.images, test.labels)
                 for name, path in model_dirs.items()
