@@ -6,7 +6,6 @@ one output: FP32 probabilities [N, 10]. Errors are {"error": "..."} (see service
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,13 +14,16 @@ from flask import Blueprint, Request, Response, current_app, jsonify, request
 
 from service.api.openapi import MAX_BATCH, documented, empty, json_body, ok, ref
 from service.contract.kserve_v2 import (
+    DATATYPES,
     EXTENSIONS,
     INFERENCE_REFUSALS,
+    MAX_DIGITS,
     PLATFORM,
     SERVER_NAME,
     SERVER_VERSION,
     InferenceRequest,
     RequestInput,
+    parse_version,
     tensor_metadata,
 )
 from service.contract.reading import read
@@ -34,7 +36,6 @@ from service.errors import (
     MalformedRequest,
     ModelNotFound,
     ModelNotReady,
-    ModelVersionNotFound,
     Overloaded,
     RequestTimeout,
     RouteNotFound,
@@ -43,14 +44,12 @@ from service.errors import (
 )
 from service.inference.dataplane import Received, dataplane
 from service.inference.model import LoadedModel
-from service.io.tensors import flat_array, image_count, to_images
+from service.io.tensors import flat_array, image_count, shaped, to_images
 from service.io.uploads import parse_json
 
 v2 = Blueprint("kserve_v2", __name__, url_prefix="/v2")
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
-DATATYPES: dict[str, np.dtype[Any]] = {"UINT8": np.dtype("u1"), "FP32": np.dtype("<f4")}
-MAX_DIGITS = 18  # longer numbers are no version or length here (and int() refuses 4300+ digits)
 # What each route can answer besides 200, for the OpenAPI document (with /versions/N, also
 # ModelVersionNotFound). Model readiness answers 400 while loading: the protocol's false.
 READY_ERRORS: tuple[Answer, ...] = (ModelNotFound, RouteNotFound)
@@ -130,7 +129,7 @@ def ready() -> Response:
 def model_ready(name: str, version: str | None) -> Response:
     """Model readiness: 200 if that version is served; 400 while loading; 404 if unknown."""
     try:
-        dataplane().model(name, parse_version(version))
+        dataplane().model(name, parse_version(version, dataplane().versions.served))
     except ModelNotReady:
         return Response(status=400)
     return Response(status=200)
@@ -146,7 +145,7 @@ def model_ready(name: str, version: str | None) -> Response:
 def model_metadata(name: str, version: str | None) -> Response:
     """Model metadata: served versions, platform, input and output tensors."""
     plane = dataplane()
-    model = plane.model(name, parse_version(version))
+    model = plane.model(name, parse_version(version, plane.versions.served))
     return jsonify(
         name=plane.settings.model_name,
         versions=[str(v) for v in sorted(plane.versions.served)],
@@ -196,7 +195,9 @@ def model_metadata(name: str, version: str | None) -> Response:
 )
 def infer(name: str, version: str | None) -> Response:
     """Classify a batch of images given as one tensor, in JSON or as binary data."""
-    answer = dataplane().infer(request, read_infer, name, parse_version(version))
+    answer = dataplane().infer(
+        request, read_infer, name, parse_version(version, dataplane().versions.served)
+    )
     call = answer.request
     return inference_response(call.inference, answer.model, answer.probabilities, call.binary)
 
@@ -217,15 +218,6 @@ def read_infer(received: Received[Request]) -> InferCall:
     inference, binary = read_body(model)
     images = read_images(inference, binary, model, received.settings.max_batch)
     return InferCall(images, inference, binary_output(inference, model.output_name))
-
-
-def parse_version(text: str | None) -> int | None:
-    """Read a URL's version; anything not an integer names no version we serve."""
-    if text is None:
-        return None
-    if not (text.isascii() and text.isdigit() and len(text) <= MAX_DIGITS):
-        raise ModelVersionNotFound(repr(text), dataplane().versions.served)
-    return int(text)
 
 
 def read_body(model: LoadedModel) -> tuple[InferenceRequest, bytes]:
@@ -259,10 +251,8 @@ def read_images(
         raise UnknownTensor("input", tensor.name, model.input_name)
     shape = tensor.shape
     image_count(tuple(shape), max_batch)
-    values = tensor_values(tensor, binary)
-    if values.size != math.prod(shape):
-        raise InvalidTensor(f"Shape {shape} needs {math.prod(shape)} values; got {values.size}.")
-    return to_images(values.reshape(shape), max_batch, integers=tensor.datatype == "UINT8")
+    values = shaped(tensor_values(tensor, binary), tuple(shape))
+    return to_images(values, max_batch, integers=tensor.datatype == "UINT8")
 
 
 def tensor_values(tensor: RequestInput, binary: bytes) -> np.ndarray:

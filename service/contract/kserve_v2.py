@@ -3,8 +3,10 @@ metadata, as MLServer declares them (its types/dataplane.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
+import numpy as np
 from pydantic import (
     BaseModel,
     Field,
@@ -17,7 +19,13 @@ from pydantic.json_schema import SkipJsonSchema
 
 from service.contract.reading import Refusals, Refused, Strict, says
 from service.contract.values import Probability, TensorData
-from service.errors import InvalidTensor, MalformedRequest, ServiceError, UnknownTensor
+from service.errors import (
+    InvalidTensor,
+    MalformedRequest,
+    ModelVersionNotFound,
+    ServiceError,
+    UnknownTensor,
+)
 
 # What both transports of the protocol answer about the server and the model (REST:
 # service/api/kserve_v2.py; gRPC: service/grpc/inference.py).
@@ -26,6 +34,19 @@ SERVER_VERSION = "0.1.0"  # pyproject.toml's version (a test keeps them equal)
 EXTENSIONS = ["binary_tensor_data"]
 PLATFORM = "tensorflow_savedmodel"  # Triton's name for a TensorFlow SavedModel
 METADATA_DATATYPES = {"uint8": "UINT8", "float32": "FP32"}
+# The input datatypes taken, as their little-endian bytes (binary data, raw contents) read.
+DATATYPES: dict[str, np.dtype[Any]] = {"UINT8": np.dtype("u1"), "FP32": np.dtype("<f4")}
+MAX_DIGITS = 18  # longer numbers are no version or length here (and int() refuses 4300+ digits)
+
+
+def parse_version(text: str | None, served: Iterable[int]) -> int | None:
+    """Read a request's version (a string in this protocol): none or empty for the default;
+    anything not an integer names no version this server serves."""
+    if not text:
+        return None
+    if not (text.isascii() and text.isdigit() and len(text) <= MAX_DIGITS):
+        raise ModelVersionNotFound(repr(text), served)
+    return int(text)
 
 
 def tensor_metadata(spec: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,6 @@ in `raw_output_contents`, as Triton does.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,22 +16,22 @@ import grpc
 import numpy as np
 
 from service.contract.kserve_v2 import (
+    DATATYPES,
     EXTENSIONS,
     PLATFORM,
     SERVER_NAME,
     SERVER_VERSION,
+    parse_version,
     tensor_metadata,
 )
-from service.errors import InvalidTensor, ModelNotReady, ModelVersionNotFound, UnknownTensor
+from service.errors import InvalidTensor, ModelNotReady, UnknownTensor
 from service.grpc.generated import grpc_predict_v2_pb2 as pb
 from service.grpc.generated import grpc_predict_v2_pb2_grpc as pb_grpc
 from service.grpc.observed import IMAGES
 from service.inference.dataplane import DataPlane, Received
-from service.io.tensors import image_count, to_images
+from service.io.tensors import image_count, shaped, to_images
 
-DATATYPES: dict[str, np.dtype[Any]] = {"UINT8": np.dtype("u1"), "FP32": np.dtype("<f4")}
 CONTENTS = {"UINT8": "uint_contents", "FP32": "fp32_contents"}  # the typed fields per datatype
-MAX_DIGITS = 18  # longer numbers are no version here (as REST's parse_version)
 
 
 @dataclass(frozen=True)
@@ -60,7 +59,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def ModelReady(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         """Whether that version (the default one) is served; NOT_FOUND for another model."""
         try:
-            self.plane.model(request.name, parse_version(request.version, self.plane))
+            self.plane.model(
+                request.name, parse_version(request.version, self.plane.versions.served)
+            )
         except ModelNotReady:
             return pb.ModelReadyResponse(ready=False)
         return pb.ModelReadyResponse(ready=True)
@@ -74,7 +75,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def ModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         """Served versions, platform, input and output tensors."""
         plane = self.plane
-        model = plane.model(request.name, parse_version(request.version, plane))
+        model = plane.model(request.name, parse_version(request.version, plane.versions.served))
         return pb.ModelMetadataResponse(
             name=plane.settings.model_name,
             versions=[str(v) for v in sorted(plane.versions.served)],
@@ -90,7 +91,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def ModelInfer(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         """Classify the input tensor's images; answer the probabilities as raw FP32 bytes."""
         plane = self.plane
-        version = parse_version(request.model_version, plane)
+        version = parse_version(request.model_version, plane.versions.served)
         answer = plane.infer_message(
             request, context.time_remaining(), read_infer, request.model_name, version
         )
@@ -106,15 +107,6 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             outputs=[output],
             raw_output_contents=[probabilities.astype("<f4").tobytes()],
         )
-
-
-def parse_version(text: str, plane: DataPlane) -> int | None:
-    """Read a request's version: empty for the default; anything not an integer is no version."""
-    if not text:
-        return None
-    if not (text.isascii() and text.isdigit() and len(text) <= MAX_DIGITS):
-        raise ModelVersionNotFound(repr(text), plane.versions.served)
-    return int(text)
 
 
 def read_infer(received: Received[Any]) -> InferCall:
@@ -134,11 +126,8 @@ def read_infer(received: Received[Any]) -> InferCall:
     image_count(shape, max_batch)
     if tensor.datatype not in DATATYPES:
         raise InvalidTensor(f"The input datatype must be UINT8 or FP32; got {tensor.datatype!r}.")
-    values = tensor_values(message, tensor)
-    if values.size != math.prod(shape):
-        needed = math.prod(shape)
-        raise InvalidTensor(f"Shape {list(shape)} needs {needed} values; got {values.size}.")
-    images = to_images(values.reshape(shape), max_batch, integers=tensor.datatype == "UINT8")
+    values = shaped(tensor_values(message, tensor), shape)
+    images = to_images(values, max_batch, integers=tensor.datatype == "UINT8")
     return InferCall(images, message)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -74,6 +75,14 @@ def image_count(shape: tuple[int, ...], max_batch: int) -> int:
     if shape[0] > max_batch:
         raise BatchTooLarge(shape[0], max_batch)
     return shape[0]
+
+
+def shaped(values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Flat tensor values in the shape the request declared, if they are as many as it needs."""
+    needed = math.prod(shape)
+    if values.size != needed:
+        raise InvalidTensor(f"Shape {list(shape)} needs {needed} values; got {values.size}.")
+    return values.reshape(shape)
 
 
 def to_images(values: np.ndarray, max_batch: int, integers: bool = False) -> np.ndarray:
