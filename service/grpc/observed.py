@@ -15,9 +15,8 @@ from typing import Any
 import grpc
 
 from service.errors import InternalError, ServiceError, grpc_status
-from service.io.jsonio import dump
 from service.observability import metrics
-from service.observability.instrumentation import Instrumentation, access_log
+from service.observability.instrumentation import Instrumentation, log_access
 
 log = logging.getLogger(__name__)
 
@@ -105,21 +104,16 @@ class Observed(grpc.ServerInterceptor):
         code = error.code if error is not None else None
         if code:
             buffer.add(metrics.ERRORS, (code,), 1)
-        if access_log.isEnabledFor(logging.INFO):
-            access_log.info(
-                dump(
-                    {
-                        "request_id": request_id,
-                        "remote_addr": context.peer(),
-                        "method": "grpc",
-                        "path": method,
-                        "endpoint": method,
-                        "status": status,
-                        "duration_ms": round(seconds * 1000, 3),
-                        "request_bytes": request.ByteSize(),
-                        "response_bytes": None if response is None else response.ByteSize(),
-                        "images": IMAGES.get(),
-                        "error_code": code,
-                    }
-                ).decode()
-            )
+        log_access(
+            request_id,
+            context.peer(),
+            "grpc",
+            method,
+            method,
+            status,
+            seconds,
+            request.ByteSize(),
+            None if response is None else response.ByteSize(),
+            IMAGES.get(),
+            code,
+        )

@@ -56,6 +56,40 @@ def method_label(req: Request) -> str:
     return req.method if req.method in METHOD_LABELS else "other"
 
 
+def log_access(
+    request_id: str | None,
+    remote_addr: str | None,
+    method: str,
+    path: str,
+    endpoint: str,
+    status: int | str,
+    seconds: float,
+    request_bytes: int | None,
+    response_bytes: int | None,
+    images: int | None,
+    error_code: str | None,
+) -> None:
+    """Write one request's JSON access-log line, the same fields for HTTP and gRPC calls."""
+    if access_log.isEnabledFor(logging.INFO):  # the line is built only to be written
+        access_log.info(
+            dump(
+                {
+                    "request_id": request_id,
+                    "remote_addr": remote_addr,
+                    "method": method,
+                    "path": path,
+                    "endpoint": endpoint,
+                    "status": status,
+                    "duration_ms": round(seconds * 1000, 3),
+                    "request_bytes": request_bytes,
+                    "response_bytes": response_bytes,
+                    "images": images,
+                    "error_code": error_code,
+                }
+            ).decode()
+        )
+
+
 class Instrumentation:
     """Time, count and log each request of one app; registered once by create_app.
 
@@ -100,24 +134,19 @@ class Instrumentation:
             buffer.add(metrics.ERRORS, (code,), 1)
         request_id = state.get("request_id", "")
         response.headers["X-Request-ID"] = request_id
-        if access_log.isEnabledFor(logging.INFO):  # the line is built only to be written
-            access_log.info(
-                dump(
-                    {
-                        "request_id": request_id or None,
-                        "remote_addr": req.remote_addr,
-                        "method": req.method,
-                        "path": req.path,
-                        "endpoint": endpoint,
-                        "status": response.status_code,
-                        "duration_ms": round(seconds * 1000, 3),
-                        "request_bytes": req.content_length,
-                        "response_bytes": response.calculate_content_length(),
-                        "images": state.get("images"),
-                        "error_code": code,
-                    }
-                ).decode()
-            )
+        log_access(
+            request_id or None,
+            req.remote_addr,
+            req.method,
+            req.path,
+            endpoint,
+            response.status_code,
+            seconds,
+            req.content_length,
+            response.calculate_content_length(),
+            state.get("images"),
+            code,
+        )
         return response
 
     def _leave(self, error: BaseException | None) -> None:
