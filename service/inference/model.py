@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from service.inference import convert
 from service.inference.runtime import Runtime, load_runtime
 from service.observability import metrics
 from service.settings import DEFAULT_RUNTIME
@@ -124,7 +125,8 @@ def load_folder(
     started = time.perf_counter()
     metadata = json.loads((path / "metadata.json").read_text())
     names = (metadata["signature_name"], metadata["input"]["name"], metadata["output"]["name"])
-    loaded = load_runtime(runtime, path, *names, threads)
+    artifacts = metadata.get(convert.METADATA_KEY, {})  # the exported LiteRT files
+    loaded = load_runtime(runtime, path, *names, threads, artifacts)
     seconds = time.perf_counter() - started
     return LoadedModel(version, path, metadata, loaded, seconds, metric_buffer)
 

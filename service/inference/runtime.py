@@ -27,6 +27,7 @@ import queue
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -111,9 +112,10 @@ class LiteRTRuntime:
         output_name: str,
         threads: int,
         int8: bool = False,
+        artifacts: Mapping[str, str] | None = None,
     ) -> None:
         self.int8 = int8
-        self._flatbuffer, self.signature_def = litert_files(path, signature, int8)
+        self._flatbuffer, self.signature_def = litert_files(path, signature, int8, artifacts or {})
         self._signature, self._threads = signature, threads
         self._input_name, self._output_name = input_name, output_name
         self._idle: queue.SimpleQueue[_Invocation] = queue.SimpleQueue()
@@ -169,22 +171,31 @@ class _Invocation:
 
 
 def load_runtime(
-    kind: str, path: Path, signature: str, input_name: str, output_name: str, threads: int
+    kind: str,
+    path: Path,
+    signature: str,
+    input_name: str,
+    output_name: str,
+    threads: int,
+    artifacts: Mapping[str, str] | None = None,
 ) -> Runtime:
-    """Load a version folder for the runtime `kind` (one of RUNTIMES)."""
+    """Load a version folder for the runtime `kind` (one of RUNTIMES); `artifacts` are the
+    serving artifacts its metadata lists, {path: SHA-256}."""
     if kind in ("litert", "litert-int8"):
         int8 = kind == "litert-int8"
-        return LiteRTRuntime(path, signature, input_name, output_name, threads, int8)
+        return LiteRTRuntime(path, signature, input_name, output_name, threads, int8, artifacts)
     if kind == "savedmodel":
         return SavedModelRuntime(path, signature, input_name, output_name, threads)
     raise ValueError(f"unknown runtime {kind!r}; choose one of {', '.join(RUNTIMES)}")
 
 
-def litert_files(path: Path, signature: str, int8: bool) -> tuple[bytes, dict[str, Any]]:
-    """A version's LiteRT flatbuffer and SignatureDef: its exported artifacts, checked against
-    their checksums; else, where TensorFlow is installed, a conversion of its SavedModel."""
+def litert_files(
+    path: Path, signature: str, int8: bool, listed: Mapping[str, str]
+) -> tuple[bytes, dict[str, Any]]:
+    """A version's LiteRT flatbuffer and SignatureDef: its exported artifacts (`listed` by its
+    metadata with their checksums), checked; else, where TensorFlow is installed, a conversion
+    of its SavedModel."""
     artifact = convert.ARTIFACTS["litert-int8" if int8 else "litert"]
-    listed = json.loads((path / "metadata.json").read_text()).get(convert.METADATA_KEY, {})
     exported = (artifact, convert.SIGNATURE_ARTIFACT)
     if all(name in listed and (path / name).is_file() for name in exported):
         flatbuffer, definition = (verified(path, name, listed[name]) for name in exported)
