@@ -8,6 +8,7 @@ worker only, and a worker still loading its model accepts none (procfs.polls_lis
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -17,6 +18,7 @@ import time
 from pathlib import Path
 
 import requests
+from prometheus_client.mmap_dict import MmapedDict
 
 from harness import ROOT, procfs
 from harness.process import BackgroundProcess
@@ -127,6 +129,21 @@ class LiveServer(BackgroundProcess):
     def worker_rss_mib(self) -> list[float]:
         """Resident memory of each worker process, in MiB."""
         return [round(procfs.rss_bytes(pid) / 2**20, 1) for pid in self.worker_pids()]
+
+    def counted_per_worker(self, sample: str, **labels: str) -> list[float]:
+        """Each worker's own count of `sample` in the series with `labels`, read from its file
+        in the multiprocess directory (a scrape adds the workers up), in worker_pids' order."""
+        counts = []
+        for pid in self.worker_pids():
+            path = self.metrics_dir / f"counter_{pid}.db"
+            values = MmapedDict.read_all_values_from_file(str(path)) if path.exists() else []
+            counted = 0.0
+            for key, value, *_ in values:
+                _, name, series, _ = json.loads(key)
+                if name == sample and labels.items() <= series.items():
+                    counted += value
+            counts.append(counted)
+        return counts
 
     def connections_per_worker(self) -> list[int]:
         """How many connected TCP sockets each worker holds now, fewest first."""

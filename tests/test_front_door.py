@@ -22,7 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from harness import ROOT
 from harness.nginx import FrontDoor, raw_exchange, seconds, shipped, shipped_directives, size
-from harness.procfs import ESTABLISHED, client_sockets, socket_inodes, tcp_sockets
+from harness.procfs import client_sockets
 from harness.server import LiveServer, free_port
 from harness.slow_clients import PROBE_PNG, SlowClients, probe_meanwhile
 from service.settings import Settings
@@ -181,10 +181,19 @@ def test_header_limits_are_no_larger_than_gunicorns(
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 
 
-def grpc_connections(server: LiveServer) -> list[int]:
-    """How many connections to the gRPC port each worker holds now."""
-    accepted = tcp_sockets(ESTABLISHED, server.grpc_port)
-    return [len(socket_inodes(pid) & accepted) for pid in server.worker_pids()]
+HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+
+
+def checks_per_worker(server: LiveServer, calls: int, before: list[float]) -> list[float]:
+    """How many health checks each worker answered since `before`, once all `calls` are
+    counted (each worker's metric buffer writes its file within FLUSH_INTERVAL)."""
+    deadline = time.monotonic() + 10
+    while True:
+        now = server.counted_per_worker("fmnist_grpc_requests_total", method=HEALTH_CHECK)
+        answered = [a - b for a, b in zip(now, before, strict=True)]
+        if sum(answered) >= calls or time.monotonic() > deadline:
+            return answered
+        time.sleep(0.05)
 
 
 def check_at_once(target: str, calls: int) -> None:
@@ -197,18 +206,27 @@ def check_at_once(target: str, calls: int) -> None:
 
 
 def test_one_grpc_channels_calls_reach_every_worker_through_nginx(front_door, live_server):
+    # Counted from the calls each worker answered, not from the connections it holds after:
+    # which of nginx's upstream connections stay idle in its cache is nginx's choice.
+    def count() -> list[float]:
+        return live_server.counted_per_worker("fmnist_grpc_requests_total", method=HEALTH_CHECK)
+
     # Directly, a channel is one connection, accepted by one worker: all its calls go there.
-    before = grpc_connections(live_server)
-    with grpc.insecure_channel(f"127.0.0.1:{live_server.grpc_port}") as channel:
-        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
-        direct = [
-            now - then for now, then in zip(grpc_connections(live_server), before, strict=True)
-        ]
-    assert sorted(direct) == [0, 1], direct
-    # Through nginx, each call in flight has an upstream connection of its own, and nginx keeps
-    # the idle ones (keepalive 16): the kernel spread them over both workers.
-    check_at_once(front_door.grpc_target, 32)
-    assert all(held >= 1 for held in grpc_connections(live_server)), grpc_connections(live_server)
+    before = count()
+    check_at_once(live_server.grpc_target, 32)
+    assert sorted(checks_per_worker(live_server, 32, before)) == [0, 32]
+    # Through nginx, each call in flight takes an upstream connection of its own (nginx does not
+    # multiplex upstream streams), and the kernel spreads new ones over both workers' listeners.
+    # Most rounds of 32 split about evenly; rounds retried so that a rare one-sided round (a
+    # connection cache that happened to lean one way) cannot fail it alone.
+    for _ in range(5):
+        before = count()
+        check_at_once(front_door.grpc_target, 32)
+        answered = checks_per_worker(live_server, 32, before)
+        assert sum(answered) == 32, answered
+        if min(answered) >= 1:
+            break
+    assert min(answered) >= 1, answered
 
 
 def test_a_grpc_message_over_the_limit_gets_the_services_refusal_through_nginx(front_door):
