@@ -1,49 +1,46 @@
-"""Preprocessing is faithful: catalogue-style photos of test images classify like the originals."""
+"""Photos classify as well as the raw images: catalogue-style renders of the whole test set,
+uploaded to /predict, score within half a point of the same images sent as raw 28x28 pixels.
+
+The renders are training/photos.py's, styles drawn with TEST_PHOTO_SEED (the ones the shipped
+model's metadata records its `photo_accuracy` with): upscaled 3 to 12 times, blurred or not,
+padded unevenly on white or tinted backdrops, as JPEG, PNG or WebP, some with a transparent
+backdrop, some stored rotated with an EXIF orientation.
+"""
 
 from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 import requests
 
 from harness import SHIPPED_MODEL_DIR
-from harness.images import catalogue_photo, encode
+from harness.images import encode
 from harness.server import LiveServer
+from service.inference.model import list_versions
 from tests.skips import dataset_dir
 from training.data import load_split
+from training.photos import TEST_PHOTO_SEED, TEST_SCALES, render, styles
 
 pytestmark = [pytest.mark.dataset, pytest.mark.slow]
 
-SAMPLE = 1000  # the first 1,000 test images: about 100 per class
-BATCH = 50
-MAX_DROP = 0.03
+BATCH = 100
+MAX_GAP = 0.005  # issue 29: photos at most half a point below the raw images
+# The photo accuracy through /predict (LiteRT, 8-bit weights by default) against the one the
+# export measured (the SavedModel): a few of 10,000 answers may differ (docs/runtimes.md).
+RUNTIME_TOLERANCE = 0.002
 
 
 @pytest.fixture(scope="module")
-def shipped_server(tmp_path_factory):
+def shipped_server(tmp_path_factory) -> Iterator[LiveServer]:
     """gunicorn serving the shipped model."""
     server = LiveServer(SHIPPED_MODEL_DIR, tmp_path_factory.mktemp("photo") / "gunicorn.log")
     server.start()
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def test_images():
-    """The sample of Fashion-MNIST test images and labels."""
-    folder = dataset_dir()
-    test = load_split(folder / "t10k-images-idx3-ubyte.gz", folder / "t10k-labels-idx1-ubyte.gz")
-    return test.images[:SAMPLE], test.labels[:SAMPLE]
-
-
-def render(index: int, pixels: np.ndarray) -> tuple[bytes, str]:
-    """Render one image as a photo, varying scale, padding (aspect ratio), mode and format."""
-    scale = (4, 6, 9, 12)[index % 4]
-    pad = ((10, 10), (60, 8), (8, 50), (30, 30))[(index // 4) % 4]
-    photo = catalogue_photo(pixels, scale=scale, pad=pad, mode="RGB")
-    if index % 2:
-        return encode(photo, "JPEG", quality=90), "image/jpeg"
-    return encode(photo, "PNG"), "image/png"
 
 
 def post_batch(server: LiveServer, files: list[tuple[bytes, str]]) -> list[int]:
@@ -54,15 +51,28 @@ def post_batch(server: LiveServer, files: list[tuple[bytes, str]]) -> list[int]:
     return [p["class_id"] for p in response.json()["predictions"]]
 
 
-def test_photo_accuracy_stays_within_3_points_of_the_originals(shipped_server, test_images):
-    images, labels = test_images
-    original, photos = [], []
-    for start in range(0, SAMPLE, BATCH):
-        chunk = images[start : start + BATCH]
-        original += post_batch(shipped_server, [(encode(p), "image/png") for p in chunk])
-        photos += post_batch(shipped_server, [render(start + i, p) for i, p in enumerate(chunk)])
-    original_accuracy = float(np.mean(np.array(original) == labels))
-    photo_accuracy = float(np.mean(np.array(photos) == labels))
-    print(f"original {original_accuracy:.4f}, photos {photo_accuracy:.4f}")
-    assert original_accuracy >= 0.9
-    assert photo_accuracy >= original_accuracy - MAX_DROP
+def test_photos_score_within_half_a_point_of_the_raw_images(shipped_server):
+    folder = dataset_dir()
+    test = load_split(folder / "t10k-images-idx3-ubyte.gz", folder / "t10k-labels-idx1-ubyte.gz")
+    photo_styles = styles(len(test.labels), TEST_PHOTO_SEED, TEST_SCALES)
+
+    def classify(start: int) -> tuple[list[int], list[int]]:
+        chunk = range(start, min(start + BATCH, len(test.labels)))
+        raw = [(encode(test.images[i]), "image/png") for i in chunk]
+        photos = [
+            (render(test.images[i], photo_styles[i]), photo_styles[i].content_type) for i in chunk
+        ]
+        return post_batch(shipped_server, raw), post_batch(shipped_server, photos)
+
+    with ThreadPoolExecutor(2) as pool:  # one batch renders while another is classified
+        answers = list(pool.map(classify, range(0, len(test.labels), BATCH)))
+    raw = np.concatenate([a[0] for a in answers])
+    photos = np.concatenate([a[1] for a in answers])
+    raw_accuracy = float(np.mean(raw == test.labels))
+    photo_accuracy = float(np.mean(photos == test.labels))
+    print(f"raw {raw_accuracy:.4f}, photos {photo_accuracy:.4f} on {len(photos)} renders")
+    assert len(photos) == 10_000
+    assert photo_accuracy >= raw_accuracy - MAX_GAP
+    newest = SHIPPED_MODEL_DIR / str(list_versions(SHIPPED_MODEL_DIR)[-1]) / "metadata.json"
+    recorded = json.loads(newest.read_text())["metrics"]["photo_accuracy"]
+    assert abs(photo_accuracy - recorded) <= RUNTIME_TOLERANCE
