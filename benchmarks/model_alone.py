@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -38,19 +39,25 @@ def model_alone(model_dir: Path, seconds: float = 3.0, runtimes: tuple[str, ...]
         model = load_version(model_dir, list_versions(model_dir)[-1], runtime)
         results[runtime] = {}
         for batch in MODEL_BATCHES:
-            images = np.random.default_rng(0).integers(0, 256, (batch, 28, 28), dtype=np.uint8)
-            for _ in range(5):
-                model.predict(images)
-            calls, started, cpu_started = 0, time.perf_counter(), time.process_time()
-            while time.perf_counter() - started < seconds:
-                model.predict(images)
-                calls += 1
-            elapsed = time.perf_counter() - started
-            cpu = time.process_time() - cpu_started  # every thread: TensorFlow's pools included
-            results[runtime][str(batch)] = row = {
-                "images_per_s": round(calls * batch / elapsed, 1),
-                "ms_per_call": round(elapsed / calls * 1000, 3),
-                "cpu_ms_per_image": round(cpu / calls / batch * 1000, 3),
-            }
+            results[runtime][str(batch)] = row = measure(model, batch, seconds)
             progress(f"model alone, {runtime}: batch {batch}: {row['images_per_s']:.0f} images/s")
     return results
+
+
+def measure(model: Any, batch: int, seconds: float) -> dict[str, float]:
+    """Call a loaded model on `batch` random images for `seconds`, after five calls' warm-up:
+    images per second, milliseconds per call and CPU milliseconds per image."""
+    images = np.random.default_rng(0).integers(0, 256, (batch, 28, 28), dtype=np.uint8)
+    for _ in range(5):
+        model.predict(images)
+    calls, started, cpu_started = 0, time.perf_counter(), time.process_time()
+    while time.perf_counter() - started < seconds:
+        model.predict(images)
+        calls += 1
+    elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu_started  # every thread: TensorFlow's pools included
+    return {
+        "images_per_s": round(calls * batch / elapsed, 1),
+        "ms_per_call": round(elapsed / calls * 1000, 3),
+        "cpu_ms_per_image": round(cpu / calls / batch * 1000, 3),
+    }

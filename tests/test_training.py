@@ -30,6 +30,7 @@ METADATA_FIELDS = {
     "signature_name",
     "metrics",
     "parameters",
+    "multiply_adds",
     "training_seconds",
     "epochs_run",
     "hyperparameters",
@@ -95,6 +96,10 @@ def test_cli_trains_and_exports_a_loadable_versioned_model(family, tiny_data_dir
     assert metadata["version"] == 1 and metadata["hyperparameters"]["model"] == family
     assert len(metadata["metrics"]["confusion_matrix"]) == 10
     assert sum(map(sum, metadata["metrics"]["confusion_matrix"])) == 100
+    assert 0 <= metadata["metrics"]["photo_accuracy"] <= 1
+    assert "catalogue-style photos" in (folder / "README.md").read_text()
+    network_multiply_adds = {"cnn": 7_977_984, "dfn": 535_040}[family]  # the default shapes
+    assert metadata["multiply_adds"] == 2 * network_multiply_adds  # mirror averaged
     assert set(metadata["data_sha256"]) == set(FILES.values())
     assert (folder / "README.md").read_text().startswith("# Fashion-MNIST classifier")
     assert (folder / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -300,10 +305,15 @@ def test_help_lists_every_option():
         "--batch-size",
         "--optimizer",
         "--learning-rate",
+        "--weight-decay",
         "--schedule",
+        "--warmup-epochs",
         "--l2",
         "--dropout",
+        "--label-smoothing",
         "--no-augment",
+        "--erase-probability",
+        "--photo-fraction",
         "--no-mirror-average",
         "--mirror-ramp",
         "--from-version",
@@ -322,7 +332,7 @@ def test_cosine_schedule_warms_up_then_decays_to_zero_and_plateau_halves_on_a_ca
 
     from training.train import TrainConfig, make_callbacks, make_learning_rate
 
-    cosine = TrainConfig(epochs=10, learning_rate=0.002)
+    cosine = TrainConfig(epochs=10, warmup_epochs=1, learning_rate=0.002)
     schedule = make_learning_rate(cosine, steps_per_epoch=100)
     rate = [float(schedule(step)) for step in (0, 50, 100, 550, 1000)]
     assert rate[0] == 0 and rate[1] == pytest.approx(0.001) and rate[2] == pytest.approx(0.002)
@@ -340,22 +350,24 @@ def test_cosine_schedule_warms_up_then_decays_to_zero_and_plateau_halves_on_a_ca
 
 def test_augmentation_flips_and_shifts_whole_pixels_repeatably_and_keeps_labels():
     from training.data import Dataset
-    from training.train import MAX_SHIFT, make_dataset
+    from training.train import MAX_SHIFT, TrainConfig, make_dataset
 
     images = np.zeros((64, 28, 28), dtype=np.uint8)
     images[:, 13, 10] = 255  # one bright pixel left of centre: flips and shifts move it
     labels = np.arange(64, dtype=np.uint8) % 10
+    config = TrainConfig(erase_probability=0, photo_fraction=0)
 
     def one_epoch() -> tuple[np.ndarray, np.ndarray]:
-        batches = list(make_dataset(Dataset(images, labels), 16, augment=True, seed=7))
+        batches = list(make_dataset(Dataset(images, labels), 16, 7, config))
         return (
             np.concatenate([b[0].numpy() for b in batches])[..., 0],
             np.concatenate([b[1].numpy() for b in batches]),
         )
 
-    augmented, shuffled_labels = one_epoch()
+    augmented, one_hot = one_epoch()
     assert augmented.shape == (64, 28, 28)
-    assert sorted(shuffled_labels) == sorted(labels)
+    assert (one_hot.sum(axis=1) == 1).all()
+    assert sorted(one_hot.argmax(axis=1)) == sorted(labels)
     rows, columns = [], []
     for image in augmented:
         bright = np.argwhere(image == 255)
@@ -368,6 +380,42 @@ def test_augmentation_flips_and_shifts_whole_pixels_repeatably_and_keeps_labels(
     assert all(abs(c - 10) <= MAX_SHIFT for c in columns if c <= 13)
     again, _ = one_epoch()
     np.testing.assert_array_equal(again, augmented)  # seeded: the same epoch again
+
+
+def test_random_erasing_blacks_out_one_rectangle_of_the_drawn_size_in_some_images():
+    import tensorflow as tf
+
+    from training.train import ERASE_SIDES, erase
+
+    images = tf.fill([400, 28, 28, 1], 200.0)
+    erased = erase(images, 0.5, seed=3).numpy()[..., 0]
+    touched = 0
+    for image in erased:
+        black = np.argwhere(image == 0)
+        if not len(black):
+            assert (image == 200).all()
+            continue
+        touched += 1
+        (top, left), (bottom, right) = black.min(axis=0), black.max(axis=0)
+        height, width = bottom - top + 1, right - left + 1
+        assert len(black) == height * width  # one filled rectangle, the rest untouched
+        assert ERASE_SIDES[0] <= min(height, width) and max(height, width) <= ERASE_SIDES[1]
+    assert 140 < touched < 260  # about half of 400 (binomial: 6 standard deviations)
+
+
+def test_photo_mixing_replaces_about_the_asked_share_of_images_by_their_photos():
+    from training.data import Dataset
+    from training.train import TrainConfig, make_dataset
+
+    images = np.zeros((400, 28, 28), dtype=np.uint8)
+    photos = np.full((400, 28, 28), 255, dtype=np.uint8)
+    labels = np.arange(400, dtype=np.uint8) % 10
+    config = TrainConfig(augment=False, photo_fraction=0.25)
+    batches = list(make_dataset(Dataset(images, labels), 50, 7, config, photos))
+    mixed = np.concatenate([b[0].numpy() for b in batches])
+    from_photos = (mixed == 255).all(axis=(1, 2, 3))
+    assert ((mixed == 0).all(axis=(1, 2, 3)) | from_photos).all()  # whole images, not blends
+    assert 60 < from_photos.sum() < 140  # about a quarter of 400
 
 
 def by_the_ramp(network, images: np.ndarray, ramp: tuple[float, float] | None) -> np.ndarray:
@@ -419,3 +467,18 @@ def test_mirror_averaging_weighs_the_mirror_image_by_how_unsure_the_network_is()
 def test_a_mirror_ramp_must_rise():
     result = run_cli("--mirror-ramp", "0.9", "0.8")
     assert result.returncode == 2 and "0 < LOW < HIGH" in result.stderr
+
+
+def test_multiply_adds_count_every_convolution_and_dense_layer():
+    import keras
+
+    from training.models import build_cnn, multiply_adds
+
+    inputs = keras.Input((10, 10, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same")(inputs)  # 10*10*4 outputs, 3*3*3 each
+    x = keras.layers.Conv2D(5, 2, padding="valid")(x)  # 9*9*5 outputs, 2*2*4 each
+    x = keras.layers.Dense(6)(keras.layers.Flatten()(x))  # 405 inputs, 6 outputs
+    assert multiply_adds(keras.Model(inputs, x)) == 10 * 10 * 4 * 27 + 9 * 9 * 5 * 16 + 405 * 6
+    # The CNN's blocks: 28x28, 14x14 and 7x7 convolutions, then 4x4x128 into 256, into 10.
+    expected = 28 * 28 * 32 * 9 + 14 * 14 * 64 * 9 * 32 + 7 * 7 * 128 * 9 * 64 + 2048 * 256 + 2560
+    assert multiply_adds(build_cnn(0.1, 0.0, (32, 64, 128))) == expected

@@ -10,7 +10,7 @@ from pathlib import Path
 # Quiet TensorFlow's C++ start-up chatter; progress lines are ours.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-DEFAULTS_NOTE = "Defaults reproduce the shipped model (models/fashion_mnist/1)."
+DEFAULTS_NOTE = "Defaults reproduce the shipped model (models/fashion_mnist/2)."
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -36,16 +36,49 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=defaults.model,
         help="cnn, or dfn: the dense feed-forward baseline",
     )
+    parser.add_argument(
+        "--filters",
+        type=int,
+        nargs="+",
+        default=list(defaults.filters),
+        help="the CNN's convolution blocks: filters in each (each block halves the resolution)",
+    )
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--optimizer", choices=["sgd", "adam"], default=defaults.optimizer)
+    parser.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default=defaults.optimizer)
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    parser.add_argument(
+        "--weight-decay",
+        type=float,
+        default=defaults.weight_decay,
+        help="AdamW's decoupled weight decay",
+    )
     parser.add_argument(
         "--schedule",
         choices=["cosine", "plateau"],
         default=defaults.schedule,
-        help="learning-rate schedule: one warm-up epoch then cosine decay to zero over "
-        "--epochs, or halve the rate after validation-loss plateaus",
+        help="learning-rate schedule: --warmup-epochs of linear warm-up then cosine decay to "
+        "zero over --epochs, or halve the rate after validation-loss plateaus",
+    )
+    parser.add_argument("--warmup-epochs", type=int, default=defaults.warmup_epochs)
+    parser.add_argument(
+        "--label-smoothing",
+        type=float,
+        default=defaults.label_smoothing,
+        help="share of each target spread evenly over the ten classes",
+    )
+    parser.add_argument(
+        "--erase-probability",
+        type=float,
+        default=defaults.erase_probability,
+        help="random erasing: the chance an image has a rectangle blacked out (with augmentation)",
+    )
+    parser.add_argument(
+        "--photo-fraction",
+        type=float,
+        default=defaults.photo_fraction,
+        help="share of training images replaced, each epoch, by what the service's "
+        "preprocessing makes of a catalogue-style photo of them (training/photos.py)",
     )
     parser.add_argument("--l2", type=float, default=defaults.l2, help="L2 weight penalty")
     parser.add_argument("--dropout", type=float, default=defaults.dropout)
@@ -53,7 +86,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--no-augment",
         dest="augment",
         action="store_false",
-        help="switch off random flips and shifts (and with them mirror averaging)",
+        help="switch off random flips, shifts and erasing (and with them mirror averaging)",
     )
     parser.add_argument(
         "--no-mirror-average",
@@ -126,14 +159,20 @@ def main(argv: list[str] | None = None) -> int:
     mirror_average = args.mirror_average and args.augment
     config = TrainConfig(
         model=args.model,
+        filters=tuple(args.filters),
         epochs=args.epochs,
         batch_size=args.batch_size,
         optimizer=args.optimizer,
         learning_rate=args.learning_rate,
+        weight_decay=args.weight_decay,
         schedule=args.schedule,
+        warmup_epochs=args.warmup_epochs,
         l2=args.l2,
         dropout=args.dropout,
+        label_smoothing=args.label_smoothing,
         augment=args.augment,
+        erase_probability=args.erase_probability,
+        photo_fraction=args.photo_fraction,
         mirror_average=mirror_average,
         mirror_ramp=tuple(args.mirror_ramp) if mirror_average and args.mirror_ramp else None,
         patience=args.patience,

@@ -72,10 +72,14 @@ def load_network(folder: Path) -> keras.Model:
     against its weight's shape, and the dropout layer's random-number state is skipped. Nothing
     depends on layer names, which Keras numbers per process.
     """
-    from training.models import BUILDERS
+    from training.models import BUILDERS, CNN_FILTERS
 
     hyperparameters = json.loads((folder / "metadata.json").read_text())["hyperparameters"]
-    network = BUILDERS[hyperparameters["model"]](hyperparameters["dropout"], hyperparameters["l2"])
+    network = BUILDERS[hyperparameters["model"]](
+        hyperparameters["dropout"],
+        hyperparameters["l2"],
+        tuple(hyperparameters.get("filters", CNN_FILTERS)),  # older versions: the one shape
+    )
     saved = [
         v.numpy()
         for v in tf.saved_model.load(str(folder)).variables
@@ -175,6 +179,17 @@ def exported_note(metadata: dict[str, Any]) -> str:
     )
 
 
+def photo_note(metrics: dict[str, Any]) -> str:
+    """The card's line on photos, for a version whose export measured them."""
+    if "photo_accuracy" not in metrics:
+        return ""
+    return (
+        f"\nOn catalogue-style photos of the same images (`training/photos.py`: upscaled, blurred,"
+        f"\npadded on tinted backdrops, JPEG, PNG or WebP, cut-outs, EXIF-rotated), through the"
+        f"\nservice's preprocessing: **{metrics['photo_accuracy']:.4f}**."
+    )
+
+
 def model_card(metadata: dict[str, Any]) -> str:
     """Return the version folder's README: intended use, data, metrics, known limits."""
     metrics = metadata["metrics"]
@@ -183,6 +198,7 @@ def model_card(metadata: dict[str, Any]) -> str:
         for name, p, r in zip(CLASS_NAMES, metrics["precision"], metrics["recall"], strict=True)
     )
     hp = metadata["hyperparameters"]
+    photos = photo_note(metrics)
     return f"""# Fashion-MNIST classifier, version {metadata["version"]}
 
 A `{hp["model"]}` model ({metadata["parameters"]:,} parameters) that sorts a 28x28 grayscale
@@ -204,7 +220,7 @@ light garment on a black background; output `{OUTPUT_NAME}`, float32 `[N, 10]`, 
 columns in the order of `class_names` in `metadata.json`.{mirror_note(hp)}
 
 ## Metrics (test set)
-Accuracy **{metrics["accuracy"]:.4f}**. Confusion matrix: `confusion_matrix.png`.
+Accuracy **{metrics["accuracy"]:.4f}**. Confusion matrix: `confusion_matrix.png`.{photos}
 
 | class | precision | recall |
 | --- | --- | --- |

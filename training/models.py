@@ -28,12 +28,13 @@ def _inputs() -> tuple[keras.KerasTensor, keras.KerasTensor]:
     return inputs, layers.Rescaling(1.0 / 255)(inputs)
 
 
-def build_cnn(dropout: float, l2: float) -> keras.Model:
-    """Blocks of convolution, max pooling, batch norm and ReLU, then one hidden dense layer."""
+def build_cnn(dropout: float, l2: float, filters: tuple[int, ...] = CNN_FILTERS) -> keras.Model:
+    """Blocks of convolution (`filters` in each), max pooling, batch norm and ReLU, then one
+    hidden dense layer."""
     inputs, x = _inputs()
-    for filters in CNN_FILTERS:
+    for width in filters:
         x = layers.Conv2D(
-            filters, 3, padding="same", use_bias=False, kernel_regularizer=_regularizer(l2)
+            width, 3, padding="same", use_bias=False, kernel_regularizer=_regularizer(l2)
         )(x)
         # Pool before batch norm and ReLU: they then touch a quarter of the values, which
         # cuts training time (docs/training.md measures it). "same": 7x7 pools to 4x4, keeping
@@ -50,8 +51,9 @@ def build_cnn(dropout: float, l2: float) -> keras.Model:
     return keras.Model(inputs, outputs, name="fashion_mnist_cnn")
 
 
-def build_dfn(dropout: float, l2: float) -> keras.Model:
-    """A dense feed-forward baseline: flattened pixels through two hidden layers."""
+def build_dfn(dropout: float, l2: float, filters: tuple[int, ...] = ()) -> keras.Model:
+    """A dense feed-forward baseline: flattened pixels through two hidden layers (`filters`,
+    a convolution's, is taken for the builders' common signature and not used)."""
     inputs, x = _inputs()
     x = layers.Flatten()(x)
     for units in DFN_UNITS:
@@ -62,6 +64,20 @@ def build_dfn(dropout: float, l2: float) -> keras.Model:
 
 
 BUILDERS = {"cnn": build_cnn, "dfn": build_dfn}
+
+
+def multiply_adds(network: keras.Model) -> int:
+    """The multiply-adds of one forward pass over one image: every convolution's and dense
+    layer's (batch norm, pooling and activations are a small part, and not counted)."""
+    total = 0
+    for layer in network.layers:
+        if isinstance(layer, layers.Conv2D):
+            _, height, width, out_channels = layer.output.shape
+            kernel_height, kernel_width, in_channels, _ = layer.kernel.shape
+            total += height * width * out_channels * kernel_height * kernel_width * in_channels
+        elif isinstance(layer, layers.Dense):
+            total += int(layer.kernel.shape[0]) * int(layer.kernel.shape[1])
+    return int(total)
 
 
 # Mirror averaging (test-time augmentation with the flip used in training) can be limited to

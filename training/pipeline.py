@@ -24,7 +24,8 @@ from training.export import (
     load_network,
     version_metadata,
 )
-from training.models import MirrorAveraged
+from training.models import MirrorAveraged, multiply_adds
+from training.photos import TEST_PHOTO_SEED, TEST_SCALES, photo_versions
 from training.train import TrainConfig, TrainResult, evaluate, predict_probabilities, train
 
 MODEL_NAME = "fashion_mnist"
@@ -58,6 +59,7 @@ def build_metadata(
         "output": OUTPUT_SPEC,
         "metrics": metrics,
         "parameters": result.model.count_params(),
+        "multiply_adds": served_multiply_adds(result.model, config),
         "training_seconds": round(result.seconds, 1),
         "epochs_run": result.epochs_run,
         "best_epoch": result.best_epoch,
@@ -87,7 +89,8 @@ def run(
         f"{len(data.test.labels)} test images",
         flush=True,
     )
-    result = train(config, train_split, validation, logdir)
+    photos = photo_versions(train_split.images, config.seed) if config.photo_fraction > 0 else None
+    result = train(config, train_split, validation, logdir, photos)
     model = export_model(result.model, config)
     metrics = evaluate(predict_probabilities(model, data.test.images), data.test.labels)
     print(
@@ -95,9 +98,22 @@ def run(
         f"in {result.seconds:.0f}s",
         flush=True,
     )
+    # The test images as photos, each of a style of its own (training's photos were drawn
+    # with the run's seed, these with another): what tests/test_photo_accuracy.py measures
+    # through /predict on a sample.
+    test_photos = photo_versions(data.test.images, TEST_PHOTO_SEED, scales=TEST_SCALES)
+    photo = evaluate(predict_probabilities(model, test_photos), data.test.labels)["accuracy"]
+    metrics["photo_accuracy"] = photo
+    print(f"test accuracy on photos {photo:.4f}", flush=True)
     folder = export(model, build_metadata(config, result, metrics, data.sha256), output, version)
     print(f"exported {folder}", flush=True)
     return folder
+
+
+def served_multiply_adds(network: keras.Model, config: TrainConfig) -> int:
+    """Multiply-adds per image served: the network's, twice with mirror averaging (at most
+    twice, with a ramp)."""
+    return multiply_adds(network) * (2 if config.mirror_average else 1)
 
 
 def export_model(network: keras.Model, config: TrainConfig) -> keras.Model:
@@ -121,7 +137,8 @@ def reexport(
             data_dir or Path("Keras's cache"),
             f"{', '.join(differ)} differ from those {source} was trained and measured with",
         )
-    model = export_model(load_network(source), config)
+    network = load_network(source)
+    model = export_model(network, config)
     metrics = evaluate(predict_probabilities(model, data.test.images), data.test.labels)
     print(f"test accuracy {metrics['accuracy']:.4f}, {source}'s network exported again", flush=True)
     hyperparameters = {
@@ -134,6 +151,7 @@ def reexport(
         "created": now(),
         "metrics": metrics,
         "hyperparameters": hyperparameters,
+        "multiply_adds": served_multiply_adds(network, config),
         "exported_from": {"version": metadata["version"], "command": this_command()},
         "tensorflow_version": tf.__version__,
         "keras_version": keras.__version__,
