@@ -15,7 +15,7 @@ JSON_PATHS_ARGS := $(if $(BENCH_BASELINE),--baseline $(BENCH_BASELINE))
 LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --quiet \
 	--custom-compile-command "make lock"
 
-.PHONY: install lock protos serve train test test-fast lint fmt bench bench-json bench-grpc bench-mirror \
+.PHONY: install lock protos serve train train-baseline test test-fast lint fmt bench bench-json bench-grpc bench-mirror \
 	bench-runtimes bench-path bench-slow bench-decode bench-image profile soak clean
 
 install: $(VENV)/.installed
@@ -42,8 +42,15 @@ protos: install
 serve: install
 	PORT=$(PORT) PYTHON=$(BIN)/python bin/serve
 
+# The shipped model's recipe (the defaults), as the next version in models/fashion_mnist.
 train: install
 	$(BIN)/python -m training $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --logdir runs/cnn $(TRAIN_ARGS)
+
+# The dense baseline by the same recipe, beside the CNN (docs/training.md); not served: its
+# version folder goes to runs/dfn/models.
+train-baseline: install
+	$(BIN)/python -m training $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --model dfn \
+		--logdir runs/dfn --output runs/dfn/models $(TRAIN_ARGS)
 
 test: install
 	$(BIN)/python -m pytest

@@ -482,3 +482,18 @@ def test_multiply_adds_count_every_convolution_and_dense_layer():
     # The CNN's blocks: 28x28, 14x14 and 7x7 convolutions, then 4x4x128 into 256, into 10.
     expected = 28 * 28 * 32 * 9 + 14 * 14 * 64 * 9 * 32 + 7 * 7 * 128 * 9 * 64 + 2048 * 256 + 2560
     assert multiply_adds(build_cnn(0.1, 0.0, (32, 64, 128))) == expected
+
+
+def test_early_stopping_is_off_by_default_and_restores_the_best_epoch_when_asked():
+    import keras
+
+    from training.train import TrainConfig, make_callbacks
+
+    def stoppers(config: TrainConfig) -> list:
+        callbacks = make_callbacks(config, None)
+        return [c for c in callbacks if isinstance(c, keras.callbacks.EarlyStopping)]
+
+    assert stoppers(TrainConfig()) == []  # the cosine schedule's last weights are kept
+    (stopper,) = stoppers(TrainConfig(patience=3))
+    assert stopper.patience == 3 and stopper.restore_best_weights
+    assert stopper.monitor == "val_accuracy"

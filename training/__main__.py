@@ -127,7 +127,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--patience",
         type=int,
         default=defaults.patience,
-        help="epochs without validation progress before stopping early",
+        help="epochs without validation progress before stopping early and restoring the best "
+        "epoch's weights (0: no early stopping; the last epoch's weights are exported)",
     )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--output", type=Path, default=Path("models/fashion_mnist"))

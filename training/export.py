@@ -179,6 +179,13 @@ def exported_note(metadata: dict[str, Any]) -> str:
     )
 
 
+def weights_note(hyperparameters: dict[str, Any]) -> str:
+    """Which epoch's weights the version holds."""
+    if hyperparameters.get("patience", 1) > 0:  # early stopping restores the best epoch's
+        return "the weights are that epoch's"
+    return "the weights are the last epoch's, where the learning rate reached zero"
+
+
 def photo_note(metrics: dict[str, Any]) -> str:
     """The card's line on photos, for a version whose export measured them."""
     if "photo_accuracy" not in metrics:
@@ -199,6 +206,7 @@ def model_card(metadata: dict[str, Any]) -> str:
     )
     hp = metadata["hyperparameters"]
     photos = photo_note(metrics)
+    weights, exported = weights_note(hp), exported_note(metadata)
     return f"""# Fashion-MNIST classifier, version {metadata["version"]}
 
 A `{hp["model"]}` model ({metadata["parameters"]:,} parameters) that sorts a 28x28 grayscale
@@ -229,7 +237,7 @@ Accuracy **{metrics["accuracy"]:.4f}**. Confusion matrix: `confusion_matrix.png`
 ## Training
 `{metadata["command"]}`: {metadata["epochs_run"]} epochs in {metadata["training_seconds"]:.0f} s
 on {metadata["training_machine"]}; best validation accuracy
-{metadata["best_val_accuracy"]:.4f} at epoch {metadata["best_epoch"]}.{exported_note(metadata)}
+{metadata["best_val_accuracy"]:.4f} at epoch {metadata["best_epoch"]}; {weights}.{exported}
 
 ## Known limits
 - Shirt, T-shirt/top, pullover and coat are often confused (see the matrix): they look alike at

@@ -29,7 +29,7 @@ class TrainConfig:
 
     model: str = "cnn"
     filters: tuple[int, ...] = CNN_FILTERS  # the CNN's convolution blocks
-    epochs: int = 60
+    epochs: int = 100
     batch_size: int = 512
     optimizer: str = "adamw"
     learning_rate: float = 3e-3
@@ -41,10 +41,13 @@ class TrainConfig:
     label_smoothing: float = 0.1
     augment: bool = True
     erase_probability: float = 0.5  # random erasing, with augment
-    photo_fraction: float = 0.25  # share of training images replaced by a photo's round trip
+    photo_fraction: float = 0.4  # share of training images replaced by a photo's round trip
     mirror_average: bool = True
     mirror_ramp: tuple[float, float] | None = None
-    patience: int = 15
+    # Epochs without validation progress before stopping early and taking the best epoch's
+    # weights; 0: train every epoch and keep the last weights, where the cosine schedule ends
+    # (docs/training.md, "Early stopping").
+    patience: int = 0
     validation_fraction: float = 0.1
     seed: int = 42
 
@@ -198,13 +201,15 @@ def make_optimizer(
 
 
 def make_callbacks(config: TrainConfig, logdir: Path | None) -> list[keras.callbacks.Callback]:
-    """Progress, early stopping on validation, plateau decay if chosen, and TensorBoard."""
-    callbacks: list[keras.callbacks.Callback] = [
-        EpochProgress(config.epochs),
-        keras.callbacks.EarlyStopping(
-            monitor="val_accuracy", patience=config.patience, restore_best_weights=True
-        ),
-    ]
+    """Progress, early stopping on validation if asked, plateau decay if chosen, and
+    TensorBoard."""
+    callbacks: list[keras.callbacks.Callback] = [EpochProgress(config.epochs)]
+    if config.patience > 0:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_accuracy", patience=config.patience, restore_best_weights=True
+            )
+        )
     if config.schedule == "plateau":
         callbacks.append(
             keras.callbacks.ReduceLROnPlateau(
