@@ -22,7 +22,7 @@ from benchmarks.model_alone import model_alone
 from benchmarks.wrk import progress
 from harness import ROOT
 
-MIN_ACCURACY = 0.935  # the shipped model's floor (tests/test_shipped_model.py)
+MIN_ACCURACY = 0.945  # the shipped model's floor (tests/test_shipped_model.py)
 REFERENCE = "savedmodel"
 CHUNK = 500  # images per call over the test set
 # The bounds the tests hold the exported LiteRT models to; they stand beside the measurements.
