@@ -72,7 +72,7 @@ def compare(old: Path, new: Path, rounds: int, seconds: float) -> dict:
 def medians(results: dict) -> list[dict]:
     """Per runtime and batch: each version's median CPU ms per image and the new/old ratio."""
     table = []
-    keys = sorted({(r["runtime"], r["batch"]) for r in results["rounds"]}, key=str)
+    keys = sorted({(r["runtime"], r["batch"]) for r in results["rounds"]})
     for runtime, batch in keys:
         cpu = {
             side: statistics.median(
