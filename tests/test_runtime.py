@@ -67,11 +67,11 @@ def test_every_runtime_gives_the_same_probabilities_and_class(
         assert probabilities.shape == (batch, 10) and probabilities.dtype == np.float32, kind
         tolerance = TOLERANCE if kind in FLOAT_RUNTIMES else INT8_TOLERANCE
         np.testing.assert_allclose(probabilities, reference, atol=tolerance, rtol=0, err_msg=kind)
-        # The class can change only where the top two are closer than twice the tolerance:
-        # never for the image files (their margins are above 0.2), only for some noise.
-        decided = margins(reference) > 2 * tolerance
-        assert decided[: min(batch, FILES)].all()
+        # The class can change only where the top two are closer than twice the tolerance,
+        # which happens for some noise; the image files keep theirs in every runtime.
         same = probabilities.argmax(axis=1) == reference.argmax(axis=1)
+        assert same[: min(batch, FILES)].all(), kind
+        decided = margins(reference) > 2 * tolerance
         assert same[decided].all(), kind
 
 
