@@ -250,12 +250,13 @@ def test_the_image_holds_no_pip_and_no_caches(podman):
 
 @pytest.fixture
 def version_without_its_artifact() -> Iterator[Path]:
-    """Version 2: a copy of the shipped version without the LiteRT artifact of the runtime the
-    image serves, in a folder the image's user can read."""
+    """The version after the shipped one: a copy of it without the LiteRT artifact of the
+    runtime the image serves, in a folder the image's user can read."""
     folder = Path(tempfile.mkdtemp(prefix="fmnist-unconverted-"))
     folder.chmod(0o755)
-    copy = folder / "2"
-    shutil.copytree(SHIPPED_MODEL_DIR / str(list_versions(SHIPPED_MODEL_DIR)[-1]), copy)
+    shipped = list_versions(SHIPPED_MODEL_DIR)[-1]
+    copy = folder / str(shipped + 1)
+    shutil.copytree(SHIPPED_MODEL_DIR / str(shipped), copy)
     (copy / ARTIFACTS[DEFAULT_RUNTIME]).unlink()
     yield copy
     shutil.rmtree(folder)
@@ -265,9 +266,10 @@ def test_a_version_without_its_litert_artifact_is_refused_and_the_served_one_ans
     podman, version_without_its_artifact
 ):
     shipped = str(list_versions(SHIPPED_MODEL_DIR)[-1])
+    unconverted = version_without_its_artifact.name
     server = Container(podman, "fmnist-test-refusal", free_port(), free_port())
     server.start(
-        f"--volume={version_without_its_artifact}:/app/models/fashion_mnist/2:ro",
+        f"--volume={version_without_its_artifact}:/app/models/fashion_mnist/{unconverted}:ro",
         "--env=FMNIST_MODEL_VERSIONS=all",  # both are candidates
     )
     try:
@@ -279,7 +281,9 @@ def test_a_version_without_its_litert_artifact_is_refused_and_the_served_one_ans
         assert total(counted, failures) == workers
         artifact = ARTIFACTS[DEFAULT_RUNTIME]
         refusals = [
-            line for line in server.logs().splitlines() if "version 2 is not served" in line
+            line
+            for line in server.logs().splitlines()
+            if f"version {unconverted} is not served" in line
         ]
         assert len(refusals) == workers, server.logs()
         for line in refusals:
@@ -288,10 +292,10 @@ def test_a_version_without_its_litert_artifact_is_refused_and_the_served_one_ans
         assert "Traceback" not in server.logs()
         status = requests.get(server.url + "/v1/models/fashion_mnist", timeout=10).json()
         states = {s["version"]: s for s in status["model_version_status"]}
-        assert states.keys() == {shipped, "2"}
+        assert states.keys() == {shipped, unconverted}
         assert states[shipped]["state"] == "AVAILABLE"
-        assert states["2"]["state"] == "END"
-        assert artifact in states["2"]["status"]["error_message"]
+        assert states[unconverted]["state"] == "END"
+        assert artifact in states[unconverted]["status"]["error_message"]
         assert predict(server, data=OTHER, headers={"Content-Type": "image/png"})
     finally:
         server.stop()
