@@ -6,7 +6,7 @@ background or rotated with an EXIF orientation. `render` draws one such photo fr
 image; `round_trip` decodes and preprocesses it the way the service does. Training mixes
 round-tripped images into its batches (TrainConfig.photo_fraction), so that the network knows
 what preprocessing makes of photos; tests/test_photo_accuracy.py measures the gap between
-photos and raw images through /predict with `STYLES`, in order.
+photos and raw images through /predict with `styles(10_000, TEST_PHOTO_SEED)`, in order.
 """
 
 from __future__ import annotations
@@ -22,10 +22,12 @@ from PIL import Image, ImageFilter
 
 from service.io.images import decode_image
 from service.io.preprocessing import to_model_input
+from service.settings import Settings
+from training.data import IMAGE_SIZE as SIZE
 
-SIZE = 28
-MAX_PIXELS = 50_000_000  # the service's default limits, far above any render here
-MAX_ASPECT_RATIO = 20.0
+# The service's default limits (far above any render here), not the environment's.
+MAX_PIXELS = Settings.max_pixels
+MAX_ASPECT_RATIO = Settings.max_aspect_ratio
 EXIF_ORIENTATION = 0x0112
 # Orientation tag -> the transpose that makes a stored image show upright under that tag
 # (ImageOps.exif_transpose applies the inverse on decoding).
