@@ -14,7 +14,13 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from training.data import CLASS_NAMES, DatasetError, load_fashion_mnist, stratified_split
+from training.data import (
+    CLASS_NAMES,
+    Dataset,
+    DatasetError,
+    load_fashion_mnist,
+    stratified_split,
+)
 from training.export import (
     INPUT_SPEC,
     OUTPUT_SPEC,
@@ -98,16 +104,20 @@ def run(
         f"in {result.seconds:.0f}s",
         flush=True,
     )
-    # The test images as photos, each of a style of its own (training's photos were drawn
-    # with the run's seed, these with another): what tests/test_photo_accuracy.py measures
-    # through /predict on a sample.
-    test_photos = photo_versions(data.test.images, TEST_PHOTO_SEED, scales=TEST_SCALES)
-    photo = evaluate(predict_probabilities(model, test_photos), data.test.labels)["accuracy"]
-    metrics["photo_accuracy"] = photo
-    print(f"test accuracy on photos {photo:.4f}", flush=True)
+    metrics["photo_accuracy"] = photo_accuracy(model, data.test)
     folder = export(model, build_metadata(config, result, metrics, data.sha256), output, version)
     print(f"exported {folder}", flush=True)
     return folder
+
+
+def photo_accuracy(model: keras.Model, test: Dataset) -> float:
+    """The accuracy on the test images as photos, each of a style of its own (training's
+    photos were drawn with the run's seed, these with another): the renders
+    tests/test_photo_accuracy.py sends through /predict."""
+    photos = photo_versions(test.images, TEST_PHOTO_SEED, scales=TEST_SCALES)
+    accuracy: float = evaluate(predict_probabilities(model, photos), test.labels)["accuracy"]
+    print(f"test accuracy on photos {accuracy:.4f}", flush=True)
+    return accuracy
 
 
 def served_multiply_adds(network: keras.Model, config: TrainConfig) -> int:
@@ -141,6 +151,7 @@ def reexport(
     model = export_model(network, config)
     metrics = evaluate(predict_probabilities(model, data.test.images), data.test.labels)
     print(f"test accuracy {metrics['accuracy']:.4f}, {source}'s network exported again", flush=True)
+    metrics["photo_accuracy"] = photo_accuracy(model, data.test)
     hyperparameters = {
         **metadata["hyperparameters"],
         "mirror_average": config.mirror_average,
