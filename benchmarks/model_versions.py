@@ -29,16 +29,13 @@ def compare(old: Path, new: Path, rounds: int, seconds: float) -> dict:
     from service.inference.runtime import RUNTIMES
 
     folders = {"old": old, "new": new}
+    metadata = {side: json.loads((f / "metadata.json").read_text()) for side, f in folders.items()}
     results: dict = {
         "versions": {
             side: {
                 "folder": str(folder),
-                "multiply_adds": json.loads((folder / "metadata.json").read_text()).get(
-                    "multiply_adds"
-                ),
-                "test_accuracy": json.loads((folder / "metadata.json").read_text())["metrics"][
-                    "accuracy"
-                ],
+                "multiply_adds": metadata[side].get("multiply_adds"),
+                "test_accuracy": metadata[side]["metrics"]["accuracy"],
             }
             for side, folder in folders.items()
         },
