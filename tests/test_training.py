@@ -314,6 +314,7 @@ def test_help_lists_every_option():
         "--no-augment",
         "--erase-probability",
         "--photo-fraction",
+        "--photos-per-image",
         "--no-mirror-average",
         "--mirror-ramp",
         "--from-version",
@@ -418,6 +419,32 @@ def test_photo_mixing_replaces_about_the_asked_share_of_images_by_their_photos()
     assert 60 < from_photos.sum() < 140  # about a quarter of 400
 
 
+def test_photo_mixing_draws_among_each_images_photos():
+    from training.data import Dataset
+    from training.train import TrainConfig, make_dataset
+
+    images = np.zeros((400, 28, 28), dtype=np.uint8)
+    photos = np.stack([np.full((400, 28, 28), value, dtype=np.uint8) for value in (255, 128)], 1)
+    labels = np.arange(400, dtype=np.uint8) % 10
+    config = TrainConfig(augment=False, photo_fraction=0.5)
+    batches = list(make_dataset(Dataset(images, labels), 50, 7, config, photos))
+    mixed = np.concatenate([b[0].numpy() for b in batches])
+    counts = [int((mixed == value).all(axis=(1, 2, 3)).sum()) for value in (0, 255, 128)]
+    assert sum(counts) == 400  # whole images, each the raw one or one of its two photos
+    assert 140 < counts[0] < 260  # about half of 400 raw (6 standard deviations)
+    assert 50 < counts[1] < 150 and 50 < counts[2] < 150  # the rest split about evenly
+
+
+def test_photo_sets_draw_a_style_per_photo_and_start_with_photo_versions():
+    from training.photos import photo_sets, photo_versions
+
+    pixels = np.random.default_rng(3).integers(0, 256, (4, 28, 28), dtype=np.uint8)
+    sets = photo_sets(pixels, 42, 3)
+    assert sets.shape == (4, 3, 28, 28) and sets.dtype == np.uint8
+    assert np.array_equal(sets[:, 0], photo_versions(pixels, 42))
+    assert not np.array_equal(sets[:, 1], sets[:, 2])  # styles of their own
+
+
 def by_the_ramp(network, images: np.ndarray, ramp: tuple[float, float] | None) -> np.ndarray:
     """What mirror averaging answers for uint8 images (N, 28, 28), computed by hand."""
     pixels = images[..., np.newaxis].astype(np.float32)
@@ -467,6 +494,12 @@ def test_mirror_averaging_weighs_the_mirror_image_by_how_unsure_the_network_is()
 def test_a_mirror_ramp_must_rise():
     result = run_cli("--mirror-ramp", "0.9", "0.8")
     assert result.returncode == 2 and "0 < LOW < HIGH" in result.stderr
+
+
+@pytest.mark.integration  # runs python -m training
+def test_photos_per_image_must_be_at_least_one():
+    result = run_cli("--photos-per-image", "0")
+    assert result.returncode == 2 and "--photos-per-image needs at least 1" in result.stderr
 
 
 def test_multiply_adds_count_every_convolution_and_dense_layer():

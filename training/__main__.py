@@ -80,6 +80,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="share of training images replaced, each epoch, by what the service's "
         "preprocessing makes of a catalogue-style photo of them (training/photos.py)",
     )
+    parser.add_argument(
+        "--photos-per-image",
+        type=int,
+        default=defaults.photos_per_image,
+        help="photos drawn of each training image, in styles of their own; each time an image "
+        "is replaced, one of them is taken at random",
+    )
     parser.add_argument("--l2", type=float, default=defaults.l2, help="L2 weight penalty")
     parser.add_argument("--dropout", type=float, default=defaults.dropout)
     parser.add_argument(
@@ -145,6 +152,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.mirror_ramp is not None and not 0 < args.mirror_ramp[0] < args.mirror_ramp[1]:
         low, high = args.mirror_ramp
         parser.error(f"--mirror-ramp needs 0 < LOW < HIGH; got {low:g} {high:g}")
+    if args.photos_per_image < 1:
+        parser.error(f"--photos-per-image needs at least 1; got {args.photos_per_image}")
     return args
 
 
@@ -174,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         augment=args.augment,
         erase_probability=args.erase_probability,
         photo_fraction=args.photo_fraction,
+        photos_per_image=args.photos_per_image,
         mirror_average=mirror_average,
         mirror_ramp=tuple(args.mirror_ramp) if mirror_average and args.mirror_ramp else None,
         patience=args.patience,

@@ -4,7 +4,8 @@ A user uploads a photo, not a 28x28 array: the garment upscaled, a little soft, 
 light and often tinted background, as JPEG, PNG or WebP, sometimes with a transparent
 background or rotated with an EXIF orientation. `render` draws one such photo from a 28x28
 image; `round_trip` decodes and preprocesses it the way the service does. Training mixes
-round-tripped images into its batches (TrainConfig.photo_fraction), so that the network knows
+round-tripped images into its batches (TrainConfig.photo_fraction, drawn among
+TrainConfig.photos_per_image photos of each image: `photo_sets`), so that the network knows
 what preprocessing makes of photos; tests/test_photo_accuracy.py measures the gap between
 photos and raw images through /predict with `styles(10_000, TEST_PHOTO_SEED)`, in order.
 """
@@ -166,3 +167,12 @@ def photo_versions(
                     flush=True,
                 )
     return np.concatenate(results) if results else images[:0].copy()
+
+
+def photo_sets(
+    images: np.ndarray, seed: int, count: int, scales: tuple[int, ...] = TRAINING_SCALES
+) -> np.ndarray:
+    """`count` photos of each image (N, 28, 28), each of a style of its own drawn with `seed`,
+    round-tripped: (N, count, 28, 28). The first of each is `photo_versions`'s."""
+    flat = photo_versions(np.tile(images, (count, 1, 1)), seed, scales)
+    return flat.reshape(count, len(images), SIZE, SIZE).swapaxes(0, 1)

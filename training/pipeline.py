@@ -31,7 +31,7 @@ from training.export import (
     version_metadata,
 )
 from training.models import MirrorAveraged, multiply_adds
-from training.photos import TEST_PHOTO_SEED, TEST_SCALES, photo_versions
+from training.photos import TEST_PHOTO_SEED, TEST_SCALES, photo_sets, photo_versions
 from training.train import TrainConfig, TrainResult, evaluate, predict_probabilities, train
 
 MODEL_NAME = "fashion_mnist"
@@ -95,7 +95,11 @@ def run(
         f"{len(data.test.labels)} test images",
         flush=True,
     )
-    photos = photo_versions(train_split.images, config.seed) if config.photo_fraction > 0 else None
+    photos = (
+        photo_sets(train_split.images, config.seed, config.photos_per_image)
+        if config.photo_fraction > 0
+        else None
+    )
     result = train(config, train_split, validation, logdir, photos)
     model = export_model(result.model, config)
     metrics = evaluate(predict_probabilities(model, data.test.images), data.test.labels)

@@ -42,6 +42,7 @@ class TrainConfig:
     augment: bool = True
     erase_probability: float = 0.5  # random erasing, with augment
     photo_fraction: float = 0.4  # share of training images replaced by a photo's round trip
+    photos_per_image: int = 3  # photos drawn of each training image; each use takes one of them
     mirror_average: bool = True
     mirror_ramp: tuple[float, float] | None = None
     # Epochs without validation progress before stopping early and taking the best epoch's
@@ -98,12 +99,13 @@ def make_dataset(
     photos: np.ndarray | None = None,
 ) -> tf.data.Dataset:
     """Batch (image, one-hot label) pairs as float32 (N, 28, 28, 1); with `config`, shuffle
-    and augment as it says, mixing in `photos` (each image's photo round trip, same order)."""
+    and augment as it says, mixing in `photos` (uint8 round trips of each image's photos, same
+    order: (N, 28, 28) for one photo an image, (N, K, 28, 28) for K)."""
     images = data.images[..., np.newaxis].astype("float32")
     labels = np.eye(NUM_CLASSES, dtype="float32")[data.labels]
     mixed = config is not None and photos is not None and config.photo_fraction > 0
     if mixed and photos is not None:
-        pairs = (images, photos[..., np.newaxis].astype("float32"))
+        pairs = (images, photos[:, np.newaxis] if photos.ndim == 3 else photos)
         dataset = tf.data.Dataset.from_tensor_slices((pairs, labels))
     else:
         dataset = tf.data.Dataset.from_tensor_slices((images, labels))
@@ -120,11 +122,15 @@ def make_dataset(
 def make_photo_mixer(
     fraction: float, seed: int
 ) -> Callable[[tuple[tf.Tensor, tf.Tensor], tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
-    """Replace each image by its photo's round trip with probability `fraction`."""
+    """Replace each image, with probability `fraction`, by the round trip of one of its photos
+    drawn at random."""
 
     def mix(images: tuple[tf.Tensor, tf.Tensor], labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        raw, photo = images
-        chosen = tf.random.uniform([tf.shape(raw)[0], 1, 1, 1], seed=seed + 2) < fraction
+        raw, photos = images  # (B, 28, 28, 1) float32, (B, K, 28, 28) uint8
+        count = tf.shape(raw)[0]
+        which = tf.random.uniform([count], 0, tf.shape(photos)[1], tf.int32, seed=seed + 3)
+        photo = tf.cast(tf.gather(photos, which, batch_dims=1), tf.float32)[..., tf.newaxis]
+        chosen = tf.random.uniform([count, 1, 1, 1], seed=seed + 2) < fraction
         return tf.where(chosen, photo, raw), labels
 
     return mix
