@@ -530,3 +530,32 @@ def test_early_stopping_is_off_by_default_and_restores_the_best_epoch_when_asked
     (stopper,) = stoppers(TrainConfig(patience=3))
     assert stopper.patience == 3 and stopper.restore_best_weights
     assert stopper.monitor == "val_accuracy"
+
+
+@pytest.mark.integration  # runs python -m training.photo_gap
+def test_photo_gap_measures_the_validation_split_per_seed(tiny_model_dir, tiny_data_dir):
+    import re
+
+    version = tiny_model_dir / "1"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "training.photo_gap", str(version)]
+    result = subprocess.run(
+        [*command, "--data-dir", str(tiny_data_dir), "--seeds", "2"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = re.findall(
+        r"seed (\d+): raw ([\d.]+), photos ([\d.]+), gap (-?[\d.]+) points .* of (\d+)\)",
+        result.stdout,
+    )
+    assert [int(line[0]) for line in lines] == [1000, 1001]
+    validation = stratified_split(load_fashion_mnist(tiny_data_dir).train, 0.1, 42)[1]
+    for _, raw, photos, gap, count in lines:
+        assert int(count) == len(validation.labels)
+        assert float(gap) == pytest.approx(100 * (float(raw) - float(photos)), abs=0.011)
+    mean = float(re.findall(r"mean gap (-?[\d.]+) points over 2 seeds", result.stdout)[0])
+    assert mean == pytest.approx(np.mean([float(line[3]) for line in lines]), abs=0.011)
+    refused = subprocess.run(
+        [*command, "--seeds", "0"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert refused.returncode == 2 and "--seeds needs at least 1" in refused.stderr
