@@ -5,7 +5,7 @@ each round, runtime and batch size, both versions are called in-process on one t
 after the other in alternating order, each for `--seconds`; the report gives each version's
 median over the rounds and the new one's ratio to the old.
 
-    python -m benchmarks.model_versions models/fashion_mnist/1 models/fashion_mnist/2
+    python -m benchmarks.model_versions models/fashion_mnist/2 models/fashion_mnist/3
 
 A version that left `models/` is taken from git: `git worktree add /tmp/old <commit>`, then its
 folder. Writes docs/model-versions.json and docs/model-versions.md.

@@ -59,6 +59,18 @@ def test_a_catalogue_photo_becomes_a_centred_light_on_black_28x28():
     assert abs((columns[0] + columns[-1]) / 2 - 13.5) <= 1.5  # centred
 
 
+@pytest.mark.parametrize("tall", [True, False])
+def test_an_odd_margins_extra_pixel_goes_left_or_top_as_in_fashion_mnist(tall):
+    long, short = 280, 210  # resized to 28 by 21: a margin of 7 beside the garment
+    size = (short, long) if tall else (long, short)
+    photo = Image.new("L", (size[0] + 100, size[1] + 60), 255)
+    photo.paste(0, (50, 30, 50 + size[0], 30 + size[1]))  # a flat dark garment on white
+    result = to_model_input(decode(encode(photo)))
+    across = result.max(axis=0 if tall else 1)  # columns of a tall garment, rows of a wide one
+    garment = np.flatnonzero(across > 128)
+    assert (garment[0], 27 - garment[-1]) == (4, 3)  # 4 before, 3 after
+
+
 def exif_orientation(value: int) -> bytes:
     """An EXIF block holding one orientation tag."""
     exif = Image.Exif()

@@ -100,13 +100,18 @@ def trim(gray: np.ndarray) -> np.ndarray:
 
 
 def fit_to_canvas(gray: np.ndarray) -> np.ndarray:
-    """Resize the longest edge to 28, sharpen, and centre on a black 28x28 canvas."""
+    """Resize the longest edge to 28, sharpen, and centre on a black 28x28 canvas.
+
+    An odd margin's extra pixel goes to the left or top, as in Fashion-MNIST: among its
+    training images with an odd margin beside the garment, the left or top one is the wider
+    in all but about one in a thousand (docs/training.md, "Photos").
+    """
     height, width = gray.shape
     scale = SIZE / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     resized = Image.fromarray(gray).resize(size, Image.Resampling.LANCZOS).filter(SHARPEN)
     canvas = Image.new("L", (SIZE, SIZE), 0)
-    canvas.paste(resized, ((SIZE - size[0]) // 2, (SIZE - size[1]) // 2))
+    canvas.paste(resized, ((SIZE - size[0] + 1) // 2, (SIZE - size[1] + 1) // 2))
     return np.asarray(canvas, dtype=np.uint8)
 
 
