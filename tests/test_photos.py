@@ -79,6 +79,6 @@ def test_round_trips_of_fashion_mnist_images_land_where_the_originals_lie():
         return np.stack([(weights * rows).sum(axis=(1, 2)), (weights * columns).sum(axis=(1, 2))])
 
     shift = (centroids(back) - centroids(images)).mean(axis=1)  # rows, columns: in pixels
-    # An odd margin's extra pixel put after the garment, not before it as Fashion-MNIST puts
-    # it, shifts garments back by twice this on average (docs/training.md, "Photos").
+    # With an odd margin's extra pixel after the garment (before the fix; Fashion-MNIST puts
+    # it before), the mean shift was about twice this bound (docs/training.md, "Photos").
     assert np.abs(shift).max() < 0.15, shift

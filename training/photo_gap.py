@@ -4,8 +4,8 @@ photo seeds:
     python -m training.photo_gap models/fashion_mnist/3 --data-dir DIR [--seeds 5]
 
 The test set gives one figure, from one style per image (tests/test_photo_accuracy.py); from one
-seed to the next it moves by about a tenth of a point or more (docs/training.md, "Photos"), too
-much to choose preprocessing or a recipe by. This measures where choosing is allowed: on the
+seed to the next it moves by as much as the choices between recipes change it (docs/training.md,
+"Photos"), and the test set must not choose anyway. This measures where choosing is allowed: on the
 validation images the version did not train on (its metadata's split), each drawn as a photo in
 a style of its own with each of `--seeds` seeds, through the service's preprocessing as it is in
 this checkout. It prints one line per seed and the mean.

@@ -103,8 +103,8 @@ def fit_to_canvas(gray: np.ndarray) -> np.ndarray:
     """Resize the longest edge to 28, sharpen, and centre on a black 28x28 canvas.
 
     An odd margin's extra pixel goes to the left or top, as in Fashion-MNIST: among its
-    training images with an odd margin beside the garment, the left or top one is the wider
-    in all but about one in a thousand (docs/training.md, "Photos").
+    training images with unequal margins beside the garment, the left or top one is the wider
+    in all but about one in a hundred (docs/training.md, "Photos").
     """
     height, width = gray.shape
     scale = SIZE / max(height, width)
