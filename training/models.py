@@ -11,7 +11,7 @@ from training.data import IMAGE_SIZE, NUM_CLASSES
 INPUT_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, 1)
 # One 3x3 convolution per block, each block halving the resolution (28, 14, 7, 4): a second
 # convolution in the 14x14 and 7x7 blocks cost several times the training time per image
-# (docs/training.md, "Time budget and the accuracy target").
+# (docs/training.md, "Time budget").
 CNN_FILTERS = (32, 64, 128)
 CNN_DENSE_UNITS = 256
 DFN_UNITS = (512, 256)

@@ -37,9 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from training.data import DatasetError, load_fashion_mnist, stratified_split
     from training.export import NotAVersionFolder, load_network, version_metadata
-    from training.models import MirrorAveraged
     from training.photos import TEST_SCALES, photo_versions
-    from training.train import predict_probabilities
+    from training.pipeline import export_model
+    from training.train import TrainConfig, predict_probabilities
 
     try:
         hyperparameters = version_metadata(args.version)["hyperparameters"]
@@ -47,12 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     except (DatasetError, NotAVersionFolder) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    network = load_network(args.version)
-    model = (
-        MirrorAveraged(network, hyperparameters.get("mirror_ramp"))
-        if hyperparameters["mirror_average"]
-        else network
+    ramp = hyperparameters.get("mirror_ramp")
+    served = TrainConfig(
+        mirror_average=hyperparameters["mirror_average"], mirror_ramp=tuple(ramp) if ramp else None
     )
+    model = export_model(load_network(args.version), served)  # what the version serves
     _, validation = stratified_split(
         data.train, hyperparameters["validation_fraction"], hyperparameters["seed"]
     )

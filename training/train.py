@@ -47,7 +47,7 @@ class TrainConfig:
     mirror_ramp: tuple[float, float] | None = None
     # Epochs without validation progress before stopping early and taking the best epoch's
     # weights; 0: train every epoch and keep the last weights, where the cosine schedule ends
-    # (docs/training.md, "Early stopping").
+    # (docs/training.md, "What each lever bought").
     patience: int = 0
     validation_fraction: float = 0.1
     seed: int = 42
@@ -160,7 +160,7 @@ def make_augmenter(
     """Flip left-right (garments are symmetric), shift whole pixels (imperfect centring) and
     erase a rectangle (occlusion) at random."""
     # Whole batches at a time: less CPU time than the same ops image by image
-    # (docs/training.md, "Time budget and the accuracy target").
+    # (docs/training.md, "Time budget").
     flip = keras.layers.RandomFlip("horizontal", seed=seed)
     shift = keras.layers.RandomTranslation(
         MAX_SHIFT / IMAGE_SIZE,
